@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from agents.logprobs import (
+    position_ids_from_mask,
+    response_logits,
+    sequence_logprobs,
+    token_entropy,
+    token_logprobs,
+)
+
+
+def _naive(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int, temperature: float
+) -> torch.Tensor:
+    """Full-logits reference: log_softmax(logits / T) at every column, gathered at the next token."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, L, V)
+    picked = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+    return picked[:, start - 1 :] * mask[:, start:]
+
+
+class NoKeepLM(nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep``: exercises the slicing fallback."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=False):  # noqa: ANN001
+        return (
+            self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits,
+        )
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, int]:
+    # prompt columns [0, 4) left-padded, response columns [4, 8) right-padded after EOS (id 1)
+    ids = torch.tensor(
+        [
+            [0, 0, 5, 6, 7, 8, 1, 0],
+            [9, 10, 11, 12, 13, 14, 15, 16],
+        ]
+    )
+    mask = torch.tensor(
+        [
+            [0, 0, 1, 1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1, 1, 1, 1],
+        ]
+    )
+    return ids, mask, 4
+
+
+def test_position_ids_ignore_left_padding() -> None:
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 4, 5]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_matches_full_log_softmax(tiny_lm: nn.Module, temperature: float) -> None:
+    ids, mask, start = _batch()
+    got = sequence_logprobs(tiny_lm, ids, mask, start, temperature=temperature)
+    assert got.shape == (2, 4)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, _naive(tiny_lm, ids, mask, start, temperature))
+
+
+def test_temperature_divides_logits_before_softmax(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    hot = sequence_logprobs(tiny_lm, ids, mask, start, temperature=2.0)
+    cold = sequence_logprobs(tiny_lm, ids, mask, start, temperature=1.0)
+    assert not torch.allclose(hot, cold)
+    # direct check on the logits: log_softmax(z / T)
+    logits = response_logits(tiny_lm, ids, mask, start)
+    expected = torch.log_softmax(logits.float() / 2.0, -1).gather(-1, ids[:, start:, None]).squeeze(-1)
+    torch.testing.assert_close(hot, expected * mask[:, start:])
+
+
+def test_left_padding_does_not_change_logprobs(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    padded = sequence_logprobs(tiny_lm, ids, mask, start)
+    # row 0 without its two pad columns: the same tokens at the same positions
+    alone = sequence_logprobs(tiny_lm, ids[:1, 2:], mask[:1, 2:], start - 2)
+    torch.testing.assert_close(padded[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_positions_are_zero(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    logprobs, entropy = sequence_logprobs(tiny_lm, ids, mask, start, return_entropy=True)
+    assert logprobs[0, 3].item() == 0.0 and entropy[0, 3].item() == 0.0
+    assert (logprobs[0, :3] < 0).all() and (entropy[0, :3] > 0).all()
+
+
+def test_entropy_matches_categorical(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    _, entropy = sequence_logprobs(tiny_lm, ids, mask, start, temperature=0.5, return_entropy=True)
+    logits = response_logits(tiny_lm, ids, mask, start).float() / 0.5
+    expected = torch.distributions.Categorical(logits=logits).entropy() * mask[:, start:]
+    torch.testing.assert_close(entropy, expected)
+
+
+def test_fallback_without_logits_to_keep_agrees(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    torch.testing.assert_close(
+        sequence_logprobs(NoKeepLM(tiny_lm), ids, mask, start), sequence_logprobs(tiny_lm, ids, mask, start)
+    )
+
+
+def test_gradients_flow(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    sequence_logprobs(tiny_lm, ids, mask, start).sum().backward()
+    assert tiny_lm.transformer.wte.weight.grad is not None
+    assert tiny_lm.transformer.wte.weight.grad.abs().sum() > 0
+
+
+def test_token_helpers_on_known_logits() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    assert token_logprobs(logits, torch.tensor([0])).item() == pytest.approx(
+        torch.log(torch.tensor(0.5)).item()
+    )
+    assert token_entropy(logits).item() == pytest.approx(1.5 * torch.log(torch.tensor(2.0)).item())
+
+
+def test_empty_response_gives_empty_tensor(tiny_lm: nn.Module) -> None:
+    ids, mask, _ = _batch()
+    assert sequence_logprobs(tiny_lm, ids, mask, ids.shape[1]).shape == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"response_start": 0}, "response_start must be in"),
+        ({"response_start": 9}, "response_start must be in"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+    ],
+)
+def test_bad_arguments(tiny_lm: nn.Module, kwargs: dict, match: str) -> None:
+    ids, mask, start = _batch()
+    args = {"response_start": start, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sequence_logprobs(tiny_lm, ids, mask, **args)
+
+
+def test_bad_shapes(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    with pytest.raises(ValueError, match="unsqueeze"):
+        sequence_logprobs(tiny_lm, ids[0], mask[0], start)
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        sequence_logprobs(tiny_lm, ids, mask[:, :-1], start)
