@@ -1,0 +1,171 @@
+"""What the single and the vector environment share: the models, the prompt layout and scoring.
+
+Both envs hold a :class:`GenerationCore`; the single env is the plain reference implementation and
+the vector env the fast path, and keeping the checks and the end-of-episode scoring here is what
+makes them agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from reward_models import RewardModel, compute_rewards, kl_penalty
+from reward_models.shaping import KL_ESTIMATORS
+from textrl_env.logprobs import sequence_logprobs
+from textrl_env.models import (
+    ModelLike,
+    context_length,
+    frozen_copy,
+    load_model_and_tokenizer,
+    model_vocab_size,
+)
+from textrl_env.prompts import encode_prompts, tokenize_prompt
+
+
+@dataclass
+class EpisodeScores:
+    """End-of-episode numbers for a batch of finished responses (all on the model's device)."""
+
+    score: torch.Tensor  # (B,) reward-model score
+    kl: torch.Tensor  # (B, T) per-token KL, 0 past each response
+    logprobs: torch.Tensor  # (B, T) policy log-probs of the response tokens
+    ref_logprobs: torch.Tensor  # (B, T) reference log-probs
+    reward: torch.Tensor  # (B,) score - kl_coef * sum_t kl
+    completions: list[str]
+
+
+class GenerationCore:
+    """Validated settings, models and prompt tensors of a text-generation environment.
+
+    See :class:`textrl_env.TextGenerationEnv` for the meaning of each argument.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike,
+        tokenizer: Any,
+        prompts: Sequence[str],
+        reward_model: RewardModel,
+        kl_coef: float,
+        kl_estimator: str,
+        max_new_tokens: int,
+        max_prompt_tokens: int | None,
+        temperature: float,
+        ref_model: nn.Module | None,
+        device: str | torch.device | None,
+    ) -> None:
+        check_settings(prompts, reward_model, kl_coef, kl_estimator, max_new_tokens, temperature)
+        self.model, self.tokenizer = load_model_and_tokenizer(model, tokenizer, device)
+        self.device = next(self.model.parameters()).device
+        self.ref_model = frozen_copy(self.model) if ref_model is None else ref_model.to(self.device).eval()
+        self.ref_model.requires_grad_(False)
+        self.reward_model = reward_model
+        self.kl_coef = float(kl_coef)
+        self.kl_estimator = kl_estimator
+        self.temperature = float(temperature)
+        self.max_new_tokens = int(max_new_tokens)
+        self.vocab_size = model_vocab_size(self.model)
+        self.eos_token_id = int(self.tokenizer.eos_token_id)
+        self.pad_token_id = int(self.tokenizer.pad_token_id)
+        self.prompts = list(prompts)
+        longest = max(len(tokenize_prompt(self.tokenizer, p)) for p in self.prompts)
+        self.prompt_length = int(max_prompt_tokens) if max_prompt_tokens is not None else longest
+        context = context_length(self.model)
+        if context is not None and self.prompt_length + self.max_new_tokens > context:
+            raise ValueError(
+                f"prompt window {self.prompt_length} + max_new_tokens {self.max_new_tokens} = "
+                f"{self.prompt_length + self.max_new_tokens} tokens exceeds the model's context of {context}; "
+                "shorten the prompts, lower max_prompt_tokens or lower max_new_tokens"
+            )
+        ids, mask = encode_prompts(self.tokenizer, self.prompts, self.prompt_length)
+        self.prompt_ids = ids.to(self.device)  # (N_prompts, P)
+        self.prompt_mask = mask.to(self.device)  # (N_prompts, P)
+
+    @property
+    def seq_length(self) -> int:
+        """Observation length: the prompt window plus the response slots."""
+        return self.prompt_length + self.max_new_tokens
+
+    def observation_space(self) -> spaces.Dict:
+        """Integer token ids and a 0/1 mask, both of the fixed observation length."""
+        n = self.seq_length
+        return spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, self.vocab_size - 1, shape=(n,), dtype=np.int64),
+                "attention_mask": spaces.Box(0, 1, shape=(n,), dtype=np.int64),
+            }
+        )
+
+    def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(ids, mask)`` of one prompt given at reset time, shape ``(P,)`` each."""
+        ids, mask = encode_prompts(self.tokenizer, [prompt], self.prompt_length)
+        return ids[0].to(self.device), mask[0].to(self.device)
+
+    def decode(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+        """Response text per row, without EOS or padding."""
+        rows = [
+            ids[m.bool()].tolist() for ids, m in zip(response_ids.cpu(), response_mask.cpu(), strict=True)
+        ]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def score(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompts: list[str],
+        logprobs: torch.Tensor | None = None,
+    ) -> EpisodeScores:
+        """Score finished episodes in one batched, teacher-forced pass of each model.
+
+        Args:
+            input_ids: ``(B, P + T)`` prompt window followed by the response slots.
+            attention_mask: ``(B, P + T)``; response columns are 1 up to and including EOS.
+            prompts: the prompt text of each row, for the reward model.
+            logprobs: ``(B, T)`` policy log-probs already measured while stepping (the vector env
+                keeps them from its KV-cached forwards); computed here when None.
+        """
+        start = self.prompt_length
+        response_mask = attention_mask[:, start:]  # (B, T)
+        if logprobs is None:
+            logprobs = sequence_logprobs(self.model, input_ids, attention_mask, start, self.temperature)
+        ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
+        kl = kl_penalty(logprobs, ref_logprobs, response_mask, estimator=self.kl_estimator)  # (B, T)
+        completions = self.decode(input_ids[:, start:], response_mask)
+        score = compute_rewards(self.reward_model, prompts, completions).to(self.device)  # (B,)
+        reward = score - self.kl_coef * kl.sum(-1)
+        return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions)
+
+
+def check_settings(
+    prompts: Sequence[str],
+    reward_model: Any,
+    kl_coef: float,
+    kl_estimator: str,
+    max_new_tokens: int,
+    temperature: float,
+) -> None:
+    """Validate the scalar settings, naming the bad value and the fix."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    if not callable(reward_model):
+        raise TypeError(
+            f"reward_model must be callable as reward_model(prompts, completions) -> list[float], "
+            f"got {type(reward_model).__name__}"
+        )
+    if not (isinstance(kl_coef, int | float) and math.isfinite(kl_coef) and kl_coef >= 0):
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not (isinstance(temperature, int | float) and temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")

@@ -1,0 +1,44 @@
+"""Row-wise surgery on a transformers KV cache, for a batch whose rows restart at different times.
+
+The vector env keeps one cache for all rows. Columns are shared time slots; each row's attention
+mask says which slots belong to its current episode. When a row restarts, its new prompt is
+prefilled on its own and its keys/values are written into that row's last slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``[(keys, values), ...]`` per layer, each ``(B, heads, S, head_dim)``."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))  # older DynamicCache
+
+
+def _set_layer(cache: Any, i: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    if hasattr(cache, "layers"):
+        cache.layers[i].keys, cache.layers[i].values = keys, values
+    else:
+        cache.key_cache[i], cache.value_cache[i] = keys, values
+
+
+def splice_rows(cache: Any, rows: torch.Tensor, prefill: Any) -> None:
+    """Write ``prefill``'s keys/values (``R`` rows, ``P`` slots) into the last ``P`` slots of ``rows``."""
+    for (keys, values), (new_keys, new_values) in zip(
+        layer_tensors(cache), layer_tensors(prefill), strict=True
+    ):
+        width = new_keys.shape[2]
+        keys[rows, :, -width:] = new_keys.to(keys.dtype)  # (R, H, P, D)
+        values[rows, :, -width:] = new_values.to(values.dtype)
+
+
+def drop_leading_slots(cache: Any, n: int) -> None:
+    """Forget the first ``n`` time slots of every row (slots no row attends to any more)."""
+    if n <= 0:
+        return
+    for i, (keys, values) in enumerate(layer_tensors(cache)):
+        _set_layer(cache, i, keys[:, :, n:].contiguous(), values[:, :, n:].contiguous())

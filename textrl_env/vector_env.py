@@ -1,0 +1,317 @@
+"""The native vector environment: a batch of episodes as tensors on the model's device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import nn
+
+from reward_models import RewardModel
+from textrl_env.core import GenerationCore
+from textrl_env.kv_cache import drop_leading_slots, splice_rows
+from textrl_env.logprobs import position_ids_from_mask
+from textrl_env.models import ModelLike
+
+TensorObs = dict[str, torch.Tensor]
+
+
+class TextGenerationVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`~textrl_env.TextGenerationEnv` stepped as one batch.
+
+    ## Description
+    Same episodes, rewards and observations as ``gym.make_vec(id, num_envs, vectorization_mode="sync")``
+    for the same seeds and actions, but the batch lives as tensors on the model's device, actions
+    come in as a tensor, and the policy's keys/values are kept between steps: each step runs the
+    model on one new token per row, never on the whole sequence again. The env's own forward gives
+    :attr:`next_token_logits`, so a sampling agent needs no forward pass of its own, and the
+    log-probs of the taken tokens come from it (the reference model runs once per finished episode).
+
+    ## Action Space
+    ``MultiDiscrete([vocab_size] * num_envs)``; pass a ``(num_envs,)`` tensor or array of token ids.
+
+    ## Observation Space
+    The single env's ``Dict`` batched: ``input_ids`` and ``attention_mask`` of shape
+    ``(num_envs, P + T)``, returned as int64 tensors on the model's device.
+
+    ## Rewards
+    As the single env, per row: ``score - kl_coef * sum(KL)`` on the row's last step, 0 otherwise.
+    ``info`` holds ``score`` ``(N,)``, ``kl``, ``logprobs``, ``ref_logprobs`` and ``response_mask``
+    ``(N, T)`` tensors, and ``prompt`` / ``completion`` arrays; each key has a boolean ``_key``
+    entry marking the rows that ended this step.
+
+    ## Episode End
+    Per row, as the single env. Autoreset mode ``NEXT_STEP``: the step after a row ended restarts
+    it with a new prompt, ignoring its action (reward 0, not terminated, not truncated).
+
+    ## Arguments
+    Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs``.
+
+    ## Host synchronisation
+    One boolean per step crosses to the host (which rows ended), because finished responses must be
+    decoded to text for the reward model. Everything else stays on the device.
+
+    ## Version History
+    - v0: initial version.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        model: ModelLike,
+        tokenizer: Any = None,
+        prompts: Sequence[str] = (),
+        reward_model: RewardModel | None = None,
+        num_envs: int = 8,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        max_new_tokens: int = 16,
+        max_prompt_tokens: int | None = None,
+        temperature: float = 1.0,
+        ref_model: nn.Module | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not (isinstance(num_envs, int) and num_envs >= 1):
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.core = GenerationCore(
+            model, tokenizer, prompts, reward_model, kl_coef, kl_estimator, max_new_tokens,
+            max_prompt_tokens, temperature, ref_model, device,
+        )  # fmt: skip
+        self.num_envs = num_envs
+        self.single_observation_space = self.core.observation_space()
+        self.single_action_space = spaces.Discrete(self.core.vocab_size)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        n, length, device_ = num_envs, self.core.seq_length, self.core.device
+        self._ids = torch.full((n, length), self.core.pad_token_id, dtype=torch.long, device=device_)
+        self._mask = torch.zeros((n, length), dtype=torch.long, device=device_)
+        self._t = torch.zeros(n, dtype=torch.long, device=device_)
+        self._logprobs = torch.zeros((n, self.core.max_new_tokens), dtype=torch.float32, device=device_)
+        self._rows = torch.arange(n, device=device_)
+        self._row_prompts: list[str] = [""] * n
+        self._row_rngs: list[np.random.Generator] | None = None
+        self._needs_reset = np.zeros(n, dtype=bool)
+        self._cache: Any = None
+        self._cache_mask = torch.zeros((n, 0), dtype=torch.long, device=device_)
+        self._next_pos = torch.zeros(n, dtype=torch.long, device=device_)
+        self.next_token_logits = torch.zeros((n, self.core.vocab_size), device=device_)
+
+    model = property(lambda self: self.core.model)
+    ref_model = property(lambda self: self.core.ref_model)
+    tokenizer = property(lambda self: self.core.tokenizer)
+    prompts = property(lambda self: self.core.prompts)
+    reward_model = property(lambda self: self.core.reward_model)
+    prompt_length = property(lambda self: self.core.prompt_length)
+    max_new_tokens = property(lambda self: self.core.max_new_tokens)
+    temperature = property(lambda self: self.core.temperature)
+    eos_token_id = property(lambda self: self.core.eos_token_id)
+    pad_token_id = property(lambda self: self.core.pad_token_id)
+    device = property(lambda self: self.core.device)
+    kl_estimator = property(lambda self: self.core.kl_estimator)
+
+    @property
+    def kl_coef(self) -> float:
+        """KL penalty coefficient; agents with an adaptive controller assign it between rollouts."""
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        if not (value >= 0 and np.isfinite(value)):
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
+        self.core.kl_coef = float(value)
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[TensorObs, dict[str, Any]]:
+        """Restart every row. An int seed seeds row ``i`` with ``seed + i``, as ``SyncVectorEnv`` does."""
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        seeds = self._row_seeds(seed)
+        if seeds is not None or self._row_rngs is None:
+            seeds = seeds or [None] * self.num_envs
+            self._row_rngs = [seeding.np_random(s)[0] for s in seeds]
+        self._options = dict(options or {})
+        self._cache = None
+        self._cache_mask = torch.zeros(
+            (self.num_envs, self.core.prompt_length), dtype=torch.long, device=self.core.device
+        )
+        self._restart_rows(np.arange(self.num_envs))
+        self._needs_reset[:] = False
+        return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
+
+    def step(
+        self, actions: torch.Tensor | np.ndarray | Sequence[int]
+    ) -> tuple[TensorObs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Append one token per row; score the rows whose response ended."""
+        if self._cache is None:
+            raise RuntimeError("step() called before reset(); call envs.reset() first")
+        restarting = self._needs_reset.copy()
+        active = torch.as_tensor(~restarting, device=self.core.device)  # (N,)
+        actions = self._check_actions(actions, active)
+        slot = self._t.clamp(max=self.core.max_new_tokens - 1)  # (N,) response slot of this token
+        column = self.core.prompt_length + slot
+        self._ids[self._rows, column] = torch.where(active, actions, self._ids[self._rows, column])
+        self._mask[self._rows, column] = torch.where(active, 1, self._mask[self._rows, column])
+        logits = self.next_token_logits / self.core.temperature
+        taken = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)  # (N,)
+        self._logprobs[self._rows, slot] = torch.where(active, taken, self._logprobs[self._rows, slot])
+        self._t += active.long()
+        terminated = active & (actions == self.core.eos_token_id)
+        truncated = active & ~terminated & (self._t >= self.core.max_new_tokens)
+        ended = (terminated | truncated).cpu().numpy()  # the one host sync per step
+        rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.core.device)
+        info = self._finish(ended, rewards) if ended.any() else {}
+        self._advance(actions, active & ~(terminated | truncated))
+        if restarting.any():
+            self._restart_rows(np.flatnonzero(restarting))
+        self._needs_reset = ended
+        obs = self._obs()  # rows that ended keep their final observation until the next step
+        return obs, rewards, terminated, truncated, info
+
+    def _check_actions(self, actions: Any, active: torch.Tensor) -> torch.Tensor:
+        actions = torch.as_tensor(actions, device=self.core.device)
+        if (
+            actions.shape != (self.num_envs,)
+            or actions.dtype.is_floating_point
+            or actions.dtype == torch.bool
+        ):
+            raise ValueError(
+                f"actions must be {self.num_envs} integer token ids, shape ({self.num_envs},); "
+                f"got dtype {actions.dtype} and shape {tuple(actions.shape)}"
+            )
+        actions = actions.long()
+        bad = active & ((actions < 0) | (actions >= self.core.vocab_size))
+        if actions.device.type == "cpu":
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise ValueError(
+                    f"action {int(actions[row])} for row {row} is not a token id of this env's vocabulary "
+                    f"(0 <= id < {self.core.vocab_size}); sample actions from the policy's logits"
+                )
+        else:  # checked on the device, without a host round trip
+            torch._assert_async(
+                ~bad.any(), "textrl: an action is outside the vocabulary (0 <= id < vocab_size)"
+            )
+        return actions
+
+    def _finish(self, ended: np.ndarray, rewards: torch.Tensor) -> dict[str, Any]:
+        """Score the rows that ended in one batched pass and build the vector ``info``."""
+        rows = torch.as_tensor(np.flatnonzero(ended), device=self.core.device)
+        t_max = int(self._t[rows].max())
+        width = self.core.prompt_length + t_max
+        prompts = [self._row_prompts[i] for i in np.flatnonzero(ended)]
+        result = self.core.score(
+            self._ids[rows, :width], self._mask[rows, :width], prompts, logprobs=self._logprobs[rows, :t_max]
+        )
+        rewards[rows] = result.reward.float()
+        n, t = self.num_envs, self.core.max_new_tokens
+        mask = torch.as_tensor(ended, device=self.core.device)
+        info: dict[str, Any] = {"score": torch.zeros(n, device=self.core.device)}
+        info["score"][rows] = result.score.float()
+        for key, value in (
+            ("kl", result.kl),
+            ("logprobs", result.logprobs),
+            ("ref_logprobs", result.ref_logprobs),
+        ):
+            full = torch.zeros((n, t), device=self.core.device)
+            full[rows, :t_max] = value.float()
+            info[key] = full
+        info["response_mask"] = self._mask[:, self.core.prompt_length :] * mask.unsqueeze(1)
+        info["prompt"] = np.array(
+            [p if e else "" for p, e in zip(self._row_prompts, ended, strict=True)], dtype=object
+        )
+        info["completion"] = np.full(n, "", dtype=object)
+        info["completion"][ended] = np.array(result.completions + [None], dtype=object)[:-1]
+        for key in ("score", "kl", "logprobs", "ref_logprobs", "response_mask", "prompt", "completion"):
+            info["_" + key] = ended.copy()
+        return info
+
+    @torch.no_grad()
+    def _advance(self, actions: torch.Tensor, continuing: torch.Tensor) -> None:
+        """One cached forward of the new token of every continuing row; others add a masked slot."""
+        tokens = torch.where(continuing, actions, self.core.pad_token_id).unsqueeze(1)  # (N, 1)
+        self._cache_mask = torch.cat([self._cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
+        out = self.core.model(
+            input_ids=tokens,
+            attention_mask=self._cache_mask,
+            position_ids=self._next_pos.unsqueeze(1),
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        self._cache = out.past_key_values
+        self.next_token_logits = torch.where(
+            continuing.unsqueeze(1), out.logits[:, -1].float(), self.next_token_logits
+        )
+        self._next_pos += continuing.long()
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop cache slots no row attends to, so the cache stays about one episode long."""
+        width = self._cache_mask.shape[1]
+        if width < 2 * self.core.seq_length:
+            return
+        used = self._cache_mask.any(dim=0)
+        first = int(used.int().argmax())  # host sync, but only once per ~episode length of steps
+        first = min(first, width - self.core.prompt_length)  # a restart needs P slots to splice into
+        drop_leading_slots(self._cache, first)
+        self._cache_mask = self._cache_mask[:, first:]
+
+    @torch.no_grad()
+    def _restart_rows(self, rows_np: np.ndarray) -> None:
+        """Give each row in ``rows_np`` a new prompt and prefill its keys/values."""
+        assert self._row_rngs is not None
+        prompt = self._options.get("prompt")
+        if prompt is not None:
+            ids, mask = self.core.encode_prompt(prompt)
+            prompt_ids, prompt_mask = ids.expand(len(rows_np), -1), mask.expand(len(rows_np), -1)
+            for i in rows_np:
+                self._row_prompts[i] = prompt
+        else:
+            picks = [int(self._row_rngs[i].integers(len(self.core.prompts))) for i in rows_np]
+            for i, p in zip(rows_np, picks, strict=True):
+                self._row_prompts[i] = self.core.prompts[p]
+            index = torch.as_tensor(picks, device=self.core.device)
+            prompt_ids, prompt_mask = self.core.prompt_ids[index], self.core.prompt_mask[index]  # (R, P)
+        rows = torch.as_tensor(rows_np, device=self.core.device)
+        p = self.core.prompt_length
+        self._ids[rows] = self.core.pad_token_id
+        self._ids[rows, :p] = prompt_ids
+        self._mask[rows] = 0
+        self._mask[rows, :p] = prompt_mask
+        self._t[rows] = 0
+        self._logprobs[rows] = 0.0
+        out = self.core.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=position_ids_from_mask(prompt_mask),
+            use_cache=True,
+        )
+        if self._cache is None:  # a full reset: the prefill is the whole cache
+            self._cache = out.past_key_values
+        else:
+            splice_rows(self._cache, rows, out.past_key_values)
+        self._cache_mask[rows] = 0
+        self._cache_mask[rows, -p:] = prompt_mask
+        self._next_pos[rows] = prompt_mask.sum(-1)
+        self.next_token_logits[rows] = out.logits[:, -1].float()
+
+    def _row_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None] | None:
+        if seed is None:
+            return None
+        if isinstance(seed, int):
+            return [seed + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(
+                f"got {len(seeds)} seeds for {self.num_envs} envs; pass an int or one seed per env"
+            )
+        return seeds
+
+    def _obs(self) -> TensorObs:
+        return {"input_ids": self._ids.clone(), "attention_mask": self._mask.clone()}
