@@ -3,6 +3,14 @@
 This package knows nothing of environments or agents: text in, numbers out.
 """
 
+from reward_models.functions import (
+    ExactMatchReward,
+    LengthReward,
+    RegexReward,
+    SentimentReward,
+    WeightedSumReward,
+    leading_answer,
+)
 from reward_models.kl_control import (
     AdaptiveKLController,
     FixedKLController,
@@ -20,12 +28,18 @@ from reward_models.shaping import (
 
 __all__ = [
     "AdaptiveKLController",
+    "ExactMatchReward",
     "FixedKLController",
     "KLController",
+    "LengthReward",
+    "RegexReward",
     "RewardModel",
     "RunningMeanStd",
+    "SentimentReward",
+    "WeightedSumReward",
     "compute_rewards",
     "kl_penalty",
+    "leading_answer",
     "make_kl_controller",
     "missing_eos_penalty",
     "shaped_rewards",
