@@ -17,6 +17,13 @@ from reward_models.kl_control import (
     KLController,
     make_kl_controller,
 )
+from reward_models.preferences import (
+    PreferenceFileWarning,
+    PreferencePair,
+    append_preferences,
+    read_preferences,
+    write_preferences,
+)
 from reward_models.protocol import RewardModel, compute_rewards
 from reward_models.shaping import (
     RunningMeanStd,
@@ -32,16 +39,21 @@ __all__ = [
     "FixedKLController",
     "KLController",
     "LengthReward",
+    "PreferenceFileWarning",
+    "PreferencePair",
     "RegexReward",
     "RewardModel",
     "RunningMeanStd",
     "SentimentReward",
     "WeightedSumReward",
+    "append_preferences",
     "compute_rewards",
     "kl_penalty",
     "leading_answer",
     "make_kl_controller",
     "missing_eos_penalty",
+    "read_preferences",
     "shaped_rewards",
     "whiten",
+    "write_preferences",
 ]
