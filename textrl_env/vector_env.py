@@ -198,7 +198,8 @@ class TextGenerationVectorEnv(VectorEnv):
             torch._assert_async(
                 ~bad.any(), "textrl: an action is outside the vocabulary (0 <= id < vocab_size)"
             )
-        return actions
+        # Rows restarting this step ignore their action (NEXT_STEP autoreset); make it a harmless id.
+        return torch.where(active, actions, self.core.pad_token_id)
 
     def _finish(self, ended: np.ndarray, rewards: torch.Tensor) -> dict[str, Any]:
         """Score the rows that ended in one batched pass and build the vector ``info``."""

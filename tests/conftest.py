@@ -1,0 +1,58 @@
+"""Shared offline fixtures: a character-level tokenizer and tiny GPT-2 models built from configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+PAD, EOS, BOS = 0, 1, 2
+CHARS = "abcdefghijklmnopqrstuvwxyz +=0123456789.,!?"
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character; PAD=0, EOS=1, BOS=2 (PAD distinct from EOS, as textrl requires)."""
+    vocab = {"<pad>": PAD, "<eos>": EOS, "<bos>": BOS}
+    for ch in CHARS:
+        vocab[ch] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", padding_side="left"
+    )
+
+
+def build_tiny_lm(vocab_size: int = len(CHARS) + 3, seed: int = 0, n_positions: int = 64) -> GPT2LMHeadModel:
+    """A one-layer GPT-2 with random weights (seeded)."""
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        n_positions=n_positions,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    return build_char_tokenizer()
+
+
+@pytest.fixture
+def make_tiny_lm() -> Callable[..., GPT2LMHeadModel]:
+    return build_tiny_lm
+
+
+@pytest.fixture
+def char_lm() -> GPT2LMHeadModel:
+    """A tiny LM whose vocabulary matches ``char_tokenizer``."""
+    return build_tiny_lm()

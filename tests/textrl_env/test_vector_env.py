@@ -1,0 +1,108 @@
+"""The native vector env against SyncVectorEnv of single envs: same observations, rewards, ends."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import EOS, build_char_tokenizer, build_tiny_lm
+from tests.textrl_env.test_text_env import PROMPTS, length_reward, perturbed
+from textrl_env import TextGenerationEnv, TextGenerationVectorEnv
+
+
+def random_actions(rng: np.random.Generator, n: int, vocab: int, eos_prob: float) -> np.ndarray:
+    actions = rng.integers(3, vocab, size=n)
+    actions[rng.random(n) < eos_prob] = EOS
+    return actions
+
+
+def assert_same_step(sync_out: tuple, vec_out: tuple, step: int) -> None:
+    (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) = sync_out, vec_out
+    for key in ("input_ids", "attention_mask"):
+        np.testing.assert_array_equal(o1[key], o2[key].cpu().numpy(), err_msg=f"{key} at step {step}")
+    np.testing.assert_array_equal(te1, te2.cpu().numpy(), err_msg=f"terminated at step {step}")
+    np.testing.assert_array_equal(tr1, tr2.cpu().numpy(), err_msg=f"truncated at step {step}")
+    np.testing.assert_allclose(r1, r2.cpu().numpy(), atol=1e-4, err_msg=f"rewards at step {step}")
+    if "_score" in i1:
+        ended = i1["_score"]
+        np.testing.assert_array_equal(ended, i2["_score"])
+        np.testing.assert_allclose(i1["score"][ended], i2["score"].cpu().numpy()[ended], atol=1e-6)
+        np.testing.assert_allclose(np.stack(i1["kl"][ended]), i2["kl"].cpu().numpy()[ended], atol=1e-4)
+        assert list(i1["completion"][ended]) == list(i2["completion"][ended])
+    else:
+        assert "_score" not in i2
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3"])
+def test_matches_sync_vector_env(estimator: str) -> None:
+    policy = build_tiny_lm()
+    kwargs = dict(
+        tokenizer=build_char_tokenizer(), prompts=PROMPTS + ["a", "bb"], reward_model=length_reward,
+        max_new_tokens=5, kl_coef=0.1, kl_estimator=estimator, ref_model=perturbed(policy), temperature=0.7,
+    )  # fmt: skip
+    n = 6
+    sync = gym.vector.SyncVectorEnv([lambda: TextGenerationEnv(policy, **kwargs) for _ in range(n)])
+    vec = TextGenerationVectorEnv(policy, num_envs=n, **kwargs)
+    o1, _ = sync.reset(seed=7)
+    o2, _ = vec.reset(seed=7)
+    np.testing.assert_array_equal(o1["input_ids"], o2["input_ids"].numpy())
+    rng = np.random.default_rng(0)
+    ended = 0
+    for step in range(120):  # long enough for many autoresets and for the cache to be compacted
+        actions = random_actions(rng, n, 46, eos_prob=0.2)
+        out_sync = sync.step(actions)
+        out_vec = vec.step(torch.as_tensor(actions))
+        assert_same_step(out_sync, out_vec, step)
+        ended += int(out_sync[2].sum() + out_sync[3].sum())
+    assert ended > 50
+
+
+def test_restarted_rows_ignore_their_action() -> None:
+    vec = TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=2,
+                                  max_new_tokens=4)  # fmt: skip
+    vec.reset(seed=0)
+    _, _, terminated, _, info = vec.step(torch.tensor([EOS, 5]))
+    assert terminated.tolist() == [True, False] and info["_score"].tolist() == [True, False]
+    obs, rewards, terminated, truncated, _ = vec.step(
+        torch.tensor([10_000, 5])
+    )  # row 0 restarts: action ignored
+    assert rewards[0] == 0 and not terminated[0] and not truncated[0]
+    assert obs["attention_mask"][0, vec.prompt_length :].sum() == 0
+
+
+def test_next_token_logits_match_a_full_forward() -> None:
+    policy = build_tiny_lm()
+    vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, num_envs=3,
+                                  max_new_tokens=6)  # fmt: skip
+    obs, _ = vec.reset(seed=0)
+    for token in (5, 9):
+        obs, *_ = vec.step(torch.full((3,), token))
+    mask = obs["attention_mask"]
+    with torch.no_grad():
+        logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
+    last = vec.prompt_length + 1
+    torch.testing.assert_close(vec.next_token_logits, logits[:, last], atol=1e-4, rtol=1e-4)
+
+
+def test_bad_actions_and_order() -> None:
+    vec = TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=2)
+    with pytest.raises(RuntimeError, match="before reset"):
+        vec.step(torch.tensor([5, 5]))
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action 46 for row 1 is not a token id"):
+        vec.step(torch.tensor([5, 46]))
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        vec.step(torch.tensor([5, 5, 5]))
+    with pytest.raises(ValueError, match="integer token ids"):
+        vec.step(torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1"):
+        TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=0)
+
+
+def test_declares_next_step_autoreset() -> None:
+    vec = TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=2)
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    assert vec.single_action_space.n == 46
