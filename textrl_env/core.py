@@ -88,6 +88,7 @@ class GenerationCore:
         ids, mask = encode_prompts(self.tokenizer, self.prompts, self.prompt_length)
         self.prompt_ids = ids.to(self.device)  # (N_prompts, P)
         self.prompt_mask = mask.to(self.device)  # (N_prompts, P)
+        self._prompt_index = {p: i for i, p in enumerate(self.prompts)}
 
     @property
     def seq_length(self) -> int:
@@ -108,6 +109,15 @@ class GenerationCore:
         """Left-padded ``(ids, mask)`` of one prompt given at reset time, shape ``(P,)`` each."""
         ids, mask = encode_prompts(self.tokenizer, [prompt], self.prompt_length)
         return ids[0].to(self.device), mask[0].to(self.device)
+
+    def encode_prompt_batch(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(ids, mask)`` of ``(R, P)`` for these prompts; the env's own are pre-tokenized."""
+        index = [self._prompt_index.get(p) for p in prompts]
+        if all(i is not None for i in index):
+            rows = torch.as_tensor(index, device=self.device)
+            return self.prompt_ids[rows], self.prompt_mask[rows]
+        ids, mask = encode_prompts(self.tokenizer, prompts, self.prompt_length)
+        return ids.to(self.device), mask.to(self.device)
 
     def decode(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
         """Response text per row, without EOS or padding."""

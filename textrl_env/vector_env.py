@@ -51,7 +51,10 @@ class TextGenerationVectorEnv(VectorEnv):
     it with a new prompt, ignoring its action (reward 0, not terminated, not truncated).
 
     ## Arguments
-    Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs``.
+    Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs`` and ``policy_logits``:
+    ``"model"`` (default) measures the policy's log-probs with ``model``'s own cached forward;
+    ``"external"`` is for a policy with another network, which must call :meth:`set_policy_logits`
+    before every step (forgetting it raises an error).
 
     ## Host synchronisation
     One boolean per step crosses to the host (which rows ended), because finished responses must be
@@ -77,6 +80,7 @@ class TextGenerationVectorEnv(VectorEnv):
         temperature: float = 1.0,
         ref_model: nn.Module | None = None,
         device: str | torch.device | None = None,
+        policy_logits: str = "model",
     ) -> None:
         if not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
@@ -102,6 +106,10 @@ class TextGenerationVectorEnv(VectorEnv):
         self._cache_mask = torch.zeros((n, 0), dtype=torch.long, device=device_)
         self._next_pos = torch.zeros(n, dtype=torch.long, device=device_)
         self.next_token_logits = torch.zeros((n, self.core.vocab_size), device=device_)
+        if policy_logits not in ("model", "external"):
+            raise ValueError(f"policy_logits must be 'model' or 'external', got {policy_logits!r}")
+        self.policy_logits = policy_logits
+        self._handed_logits: torch.Tensor | None = None
 
     model = property(lambda self: self.core.model)
     ref_model = property(lambda self: self.core.ref_model)
@@ -136,12 +144,12 @@ class TextGenerationVectorEnv(VectorEnv):
         if seeds is not None or self._row_rngs is None:
             seeds = seeds or [None] * self.num_envs
             self._row_rngs = [seeding.np_random(s)[0] for s in seeds]
-        self._options = dict(options or {})
+        prompts = self._reset_prompts(options)
         self._cache = None
         self._cache_mask = torch.zeros(
             (self.num_envs, self.core.prompt_length), dtype=torch.long, device=self.core.device
         )
-        self._restart_rows(np.arange(self.num_envs))
+        self._restart_rows(np.arange(self.num_envs), prompts)
         self._needs_reset[:] = False
         return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
 
@@ -158,7 +166,7 @@ class TextGenerationVectorEnv(VectorEnv):
         column = self.core.prompt_length + slot
         self._ids[self._rows, column] = torch.where(active, actions, self._ids[self._rows, column])
         self._mask[self._rows, column] = torch.where(active, 1, self._mask[self._rows, column])
-        logits = self.next_token_logits / self.core.temperature
+        logits = self._step_logits() / self.core.temperature
         taken = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)  # (N,)
         self._logprobs[self._rows, slot] = torch.where(active, taken, self._logprobs[self._rows, slot])
         self._t += active.long()
@@ -173,6 +181,31 @@ class TextGenerationVectorEnv(VectorEnv):
         self._needs_reset = ended
         obs = self._obs()  # rows that ended keep their final observation until the next step
         return obs, rewards, terminated, truncated, info
+
+    def set_policy_logits(self, logits: torch.Tensor) -> None:
+        """Hand over the policy's next-token logits ``(num_envs, V)`` for the coming step.
+
+        Needed when the acting policy is not ``model`` itself (a custom policy with its own head or
+        network): build the env with ``policy_logits="external"`` and call this before every
+        ``step``, so ``info["logprobs"]`` and the KL are measured for the policy that acted.
+        """
+        if tuple(logits.shape) != (self.num_envs, self.core.vocab_size):
+            raise ValueError(
+                f"logits must have shape ({self.num_envs}, {self.core.vocab_size}) (num_envs, vocab_size), "
+                f"got {tuple(logits.shape)}"
+            )
+        self._handed_logits = logits.detach().to(self.core.device, torch.float32)
+
+    def _step_logits(self) -> torch.Tensor:
+        if self.policy_logits == "model":
+            return self.next_token_logits
+        if self._handed_logits is None:
+            raise RuntimeError(
+                "this env was built with policy_logits='external': it measures log-probs with the acting "
+                "policy's logits; call envs.set_policy_logits(logits) before every step()"
+            )
+        logits, self._handed_logits = self._handed_logits, None
+        return logits
 
     def _check_actions(self, actions: Any, active: torch.Tensor) -> torch.Tensor:
         actions = torch.as_tensor(actions, device=self.core.device)
@@ -264,21 +297,16 @@ class TextGenerationVectorEnv(VectorEnv):
         self._cache_mask = self._cache_mask[:, first:]
 
     @torch.no_grad()
-    def _restart_rows(self, rows_np: np.ndarray) -> None:
-        """Give each row in ``rows_np`` a new prompt and prefill its keys/values."""
+    def _restart_rows(self, rows_np: np.ndarray, prompts: list[str] | None = None) -> None:
+        """Give each row in ``rows_np`` a new prompt (given, or drawn) and prefill its keys/values."""
         assert self._row_rngs is not None
-        prompt = self._options.get("prompt")
-        if prompt is not None:
-            ids, mask = self.core.encode_prompt(prompt)
-            prompt_ids, prompt_mask = ids.expand(len(rows_np), -1), mask.expand(len(rows_np), -1)
-            for i in rows_np:
-                self._row_prompts[i] = prompt
-        else:
-            picks = [int(self._row_rngs[i].integers(len(self.core.prompts))) for i in rows_np]
-            for i, p in zip(rows_np, picks, strict=True):
-                self._row_prompts[i] = self.core.prompts[p]
-            index = torch.as_tensor(picks, device=self.core.device)
-            prompt_ids, prompt_mask = self.core.prompt_ids[index], self.core.prompt_mask[index]  # (R, P)
+        if prompts is None:  # autoreset, or reset without options: each row draws from its own RNG
+            prompts = [
+                self.core.prompts[int(self._row_rngs[i].integers(len(self.core.prompts)))] for i in rows_np
+            ]
+        for i, prompt in zip(rows_np, prompts, strict=True):
+            self._row_prompts[i] = prompt
+        prompt_ids, prompt_mask = self.core.encode_prompt_batch(prompts)  # (R, P)
         rows = torch.as_tensor(rows_np, device=self.core.device)
         p = self.core.prompt_length
         self._ids[rows] = self.core.pad_token_id
@@ -301,6 +329,21 @@ class TextGenerationVectorEnv(VectorEnv):
         self._cache_mask[rows, -p:] = prompt_mask
         self._next_pos[rows] = prompt_mask.sum(-1)
         self.next_token_logits[rows] = out.logits[:, -1].float()
+
+    def _reset_prompts(self, options: dict[str, Any] | None) -> list[str] | None:
+        """``options["prompt"]``: one str for every row, or a list with one prompt per row."""
+        prompt = (options or {}).get("prompt")
+        if prompt is None:
+            return None
+        if isinstance(prompt, str):
+            return [prompt] * self.num_envs
+        prompts = list(prompt)
+        if len(prompts) != self.num_envs:
+            raise ValueError(
+                f"options['prompt'] has {len(prompts)} prompts for {self.num_envs} envs; "
+                "pass one string for every row or a list with exactly one prompt per row"
+            )
+        return prompts
 
     def _row_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None] | None:
         if seed is None:

@@ -106,3 +106,20 @@ def test_declares_next_step_autoreset() -> None:
     vec = TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=2)
     assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     assert vec.single_action_space.n == 46
+
+
+def test_external_policy_logits_are_used_and_required() -> None:
+    policy = build_tiny_lm()
+    kwargs = dict(num_envs=2, max_new_tokens=3, policy_logits="external")
+    vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, **kwargs)
+    vec.reset(seed=0)
+    with pytest.raises(RuntimeError, match=r"set_policy_logits\(logits\) before every step"):
+        vec.step(torch.tensor([5, 5]))
+    with pytest.raises(ValueError, match=r"shape \(2, 46\)"):
+        vec.set_policy_logits(torch.zeros(2, 10))
+    uniform = torch.zeros(2, 46)  # a policy that is uniform over the vocabulary
+    for _ in range(3):
+        vec.set_policy_logits(uniform)
+        _, _, _, truncated, info = vec.step(torch.tensor([5, 6]))
+    assert truncated.all()
+    torch.testing.assert_close(info["logprobs"], torch.full((2, 3), -np.log(46.0)))
