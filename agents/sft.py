@@ -1,0 +1,354 @@
+"""Supervised fine-tuning on (prompt, response) demonstrations: the first stage of the RLHF pipeline.
+
+Batches use the environment's layout -- a left-padded prompt block, then the response (plus EOS),
+right-padded -- so the model learns in exactly the layout it later acts in, and the loss is the
+same teacher-forced :func:`agents.logprobs.sequence_logprobs` the agents use, on response tokens only.
+
+From the command line::
+
+    python -m agents.sft --data demos.jsonl --model path/to/model --out runs/sft
+
+Demonstration files hold one JSON object per line with string keys ``prompt`` and ``response``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from agents.checkpoint import atomic_directory
+from agents.logprobs import sequence_logprobs
+from agents.losses import masked_mean
+
+FIELDS = ("prompt", "response")
+
+
+class DemonstrationFileWarning(UserWarning):
+    """Warned by ``read_demonstrations(..., on_error="skip_with_warning")`` for each file with skipped lines."""
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A prompt and the response the model should learn to give."""
+
+    prompt: str
+    response: str
+
+    def __post_init__(self) -> None:
+        problem = _problem_with({"prompt": self.prompt, "response": self.response})
+        if problem:
+            raise ValueError(f"invalid Demonstration: {problem}")
+
+
+def _problem_with(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return f"expected a JSON object with keys {list(FIELDS)}, got {type(record).__name__}"
+    missing = [key for key in FIELDS if key not in record]
+    if missing:
+        return f"missing key(s) {missing}; each line needs {list(FIELDS)}"
+    for key in FIELDS:
+        if not isinstance(record[key], str):
+            return f"{key!r} is {type(record[key]).__name__} ({record[key]!r}), expected a string"
+    if not record["response"].strip():
+        return "'response' is empty; there is nothing to learn from an empty demonstration"
+    return None
+
+
+def read_demonstrations(
+    path: str | os.PathLike[str], on_error: Literal["raise", "skip_with_warning"] = "raise"
+) -> list[Demonstration]:
+    """Read demonstrations from a JSONL file (blank lines ignored, extra keys dropped).
+
+    Raises:
+        ValueError: malformed lines with ``on_error="raise"``, each listed as ``path:line: reason``.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    if on_error not in ("raise", "skip_with_warning"):
+        raise ValueError(f"on_error={on_error!r} is invalid; expected 'raise' or 'skip_with_warning'")
+    demos: list[Demonstration] = []
+    bad: list[str] = []
+    with open(path, "rb") as f:  # bytes, so a bad encoding is reported per line
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                bad.append(f"{os.fspath(path)}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})")
+                continue
+            except json.JSONDecodeError as err:
+                bad.append(f"{os.fspath(path)}:{number}: invalid JSON ({err.msg} at column {err.colno})")
+                continue
+            problem = _problem_with(record)
+            if problem:
+                bad.append(f"{os.fspath(path)}:{number}: {problem}")
+            else:
+                demos.append(Demonstration(record["prompt"], record["response"]))
+    if bad:
+        listing = "\n  ".join(bad)
+        if on_error == "raise":
+            raise ValueError(
+                f"{len(bad)} malformed line(s) in {os.fspath(path)}:\n  {listing}\n"
+                "fix or delete them, or pass on_error='skip_with_warning' to train on the valid lines"
+            )
+        warnings.warn(
+            f"skipped {len(bad)} malformed line(s) of {os.fspath(path)} (kept {len(demos)}):\n  {listing}",
+            DemonstrationFileWarning,
+            stacklevel=2,
+        )
+    return demos
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning settings."""
+
+    learning_rate: float = 5e-5
+    num_epochs: int = 3
+    batch_size: int = 8
+    max_prompt_tokens: int | None = None  # keep the prompt's last N tokens (None: all)
+    max_response_tokens: int | None = None  # keep the response's first N tokens, EOS included (None: all)
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-5  # the RLHF checklist's eps, as in the RL stage
+    max_grad_norm: float | None = 1.0  # gradient clipping; None turns it off
+    seed: int = 0  # seeds the shuffle (and dropout, when on)
+    device: str | None = None  # None: wherever the model already is
+    dropout: bool = False  # off by default: the RL stage runs the model with dropout off, too
+
+    def __post_init__(self) -> None:
+        positive = {
+            "learning_rate": self.learning_rate,
+            "num_epochs": self.num_epochs,
+            "batch_size": self.batch_size,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"SFTConfig.{name} must be > 0, got {value}")
+        for name in ("max_prompt_tokens", "max_response_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"SFTConfig.{name} must be >= 1 or None, got {value}")
+
+
+@dataclass
+class SFTResult:
+    """What a fine-tuning run did: a loss per optimizer step and the mean loss of each epoch."""
+
+    losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    num_examples: int = 0
+    num_steps: int = 0
+    output_dir: Path | None = None
+
+
+def tokenize_demonstrations(
+    tokenizer: Any,
+    demos: Sequence[Demonstration],
+    max_prompt_tokens: int | None = None,
+    max_response_tokens: int | None = None,
+) -> list[tuple[list[int], list[int]]]:
+    """``(prompt_ids, response_ids + [EOS])`` per demonstration.
+
+    The prompt is tokenized as the env tokenizes prompts (with the tokenizer's special tokens, e.g. a
+    BOS); the response without them, followed by EOS so the model learns to stop.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so responses can end")
+    examples = []
+    for i, demo in enumerate(demos):
+        prompt = list(tokenizer(demo.prompt)["input_ids"])
+        if max_prompt_tokens is not None:
+            prompt = prompt[-max_prompt_tokens:]
+        if not prompt:
+            if tokenizer.bos_token_id is None:
+                raise ValueError(
+                    f"demonstration {i} has an empty prompt and the tokenizer has no BOS token to start from; "
+                    "give it a prompt (the first response token needs something to be predicted from)"
+                )
+            prompt = [tokenizer.bos_token_id]
+        response = list(tokenizer(demo.response, add_special_tokens=False)["input_ids"]) + [eos]
+        if max_response_tokens is not None:
+            response = response[:max_response_tokens]
+        examples.append((prompt, response))
+    return examples
+
+
+def collate(
+    examples: Sequence[tuple[list[int], list[int]]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(input_ids (B, P + R), attention_mask (B, P + R), P)``: prompts left-padded to P, responses right-padded."""
+    p = max(len(prompt) for prompt, _ in examples)
+    r = max(len(response) for _, response in examples)
+    ids = torch.full((len(examples), p + r), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, (prompt, response) in enumerate(examples):
+        ids[row, p - len(prompt) : p] = torch.tensor(prompt)
+        ids[row, p : p + len(response)] = torch.tensor(response)
+        mask[row, p - len(prompt) : p + len(response)] = 1
+    return ids, mask, p
+
+
+def sft_loss(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+) -> torch.Tensor:
+    """Mean negative log-likelihood of the response tokens (EOS included); prompt tokens carry no loss."""
+    logprobs = sequence_logprobs(model, input_ids, attention_mask, response_start)  # (B, R)
+    return -masked_mean(logprobs, attention_mask[:, response_start:])
+
+
+def _as_demonstrations(data: str | os.PathLike | Sequence[Any]) -> list[Demonstration]:
+    if isinstance(data, str | os.PathLike):
+        return read_demonstrations(data)
+    demos = []
+    for i, item in enumerate(data):
+        if isinstance(item, Demonstration):
+            demos.append(item)
+        elif isinstance(item, Mapping):
+            demos.append(Demonstration(item.get("prompt"), item.get("response")))  # type: ignore[arg-type]
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            demos.append(Demonstration(*item))
+        else:
+            raise TypeError(
+                f"demonstration {i} is {item!r}; expected a (prompt, response) pair, a dict or a Demonstration"
+            )
+    if not demos:
+        raise ValueError(
+            "no demonstrations to train on; pass a non-empty JSONL file or list of (prompt, response)"
+        )
+    return demos
+
+
+def train_sft(
+    model: nn.Module,
+    tokenizer: Any,
+    data: str | os.PathLike | Sequence[Any],
+    config: SFTConfig | None = None,
+    output_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> SFTResult:
+    """Fine-tune ``model`` in place on demonstrations; optionally save it (and the tokenizer) to ``output_dir``.
+
+    Args:
+        model: a transformers causal LM.
+        tokenizer: its tokenizer (needs an EOS token).
+        data: a JSONL path, or a list of ``(prompt, response)`` pairs, dicts or :class:`Demonstration`.
+        config: settings (defaults: :class:`SFTConfig`).
+        output_dir: where to ``save_pretrained`` the result (atomically); None to skip saving.
+        progress: show a rich progress bar.
+        console: the rich console to draw on.
+
+    Returns:
+        An :class:`SFTResult` with the loss history.
+    """
+    config = config or SFTConfig()
+    demos = _as_demonstrations(data)
+    examples = tokenize_demonstrations(tokenizer, demos, config.max_prompt_tokens, config.max_response_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = torch.device(config.device) if config.device else next(model.parameters()).device
+    model.to(device)
+    model.train(config.dropout)
+    if config.dropout:
+        torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = -(-len(examples) // config.batch_size)
+    result = SFTResult(num_examples=len(examples))
+    bar = Progress(
+        TextColumn("sft epoch {task.fields[epoch]} loss {task.fields[loss]}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console, disable=not progress,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("sft", total=steps_per_epoch * config.num_epochs, epoch=1, loss="-")
+        for epoch in range(config.num_epochs):
+            order = torch.randperm(len(examples), generator=generator).tolist()
+            epoch_losses = []
+            for start in range(0, len(order), config.batch_size):
+                batch = [examples[i] for i in order[start : start + config.batch_size]]
+                ids, mask, response_start = collate(batch, pad)
+                ids, mask = ids.to(device), mask.to(device)  # (B, P + R)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    loss = sft_loss(model, ids, mask, response_start)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                value = loss.item()  # one sync per optimizer step, for the history and the bar
+                result.losses.append(value)
+                epoch_losses.append(value)
+                bar.update(task, advance=1, epoch=epoch + 1, loss=f"{value:.4f}")
+            result.epoch_losses.append(sum(epoch_losses) / len(epoch_losses))
+    result.num_steps = len(result.losses)
+    model.eval()
+    if output_dir is not None:
+        result.output_dir = save_pretrained_atomic(model, tokenizer, output_dir)
+    return result
+
+
+def save_pretrained_atomic(model: nn.Module, tokenizer: Any, output_dir: str | os.PathLike) -> Path:
+    """``save_pretrained`` (safetensors) of the model and tokenizer into a temp dir, renamed into place at the end."""
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(output_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> SFTResult:
+    """``python -m agents.sft --data demos.jsonl --model PATH --out DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m agents.sft", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="JSONL file of {'prompt': ..., 'response': ...} lines")
+    parser.add_argument("--model", required=True, help="a transformers causal LM id or directory")
+    parser.add_argument("--out", required=True, help="directory to save the fine-tuned model and tokenizer")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer id or directory (default: --model)")
+    defaults = SFTConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.num_epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=None)
+    parser.add_argument("--max-response-tokens", type=int, default=None)
+    parser.add_argument(
+        "--skip-bad-lines", action="store_true", help="warn about malformed lines instead of stopping"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = SFTConfig(
+        learning_rate=args.lr, num_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=device,
+        max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens,
+    )  # fmt: skip
+    demos = read_demonstrations(args.data, on_error="skip_with_warning" if args.skip_bad_lines else "raise")
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    result = train_sft(model, tokenizer, demos, config, output_dir=args.out, progress=not args.quiet)
+    if not args.quiet:
+        Console().print(
+            f"[bold]SFT done[/bold]: {result.num_examples} demonstrations, {result.num_steps} steps, "
+            f"loss {result.epoch_losses[0]:.4f} -> {result.epoch_losses[-1]:.4f}; saved to {result.output_dir}"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
