@@ -375,13 +375,15 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
         raise _damaged(file, err) from err
 
 
-def _load_model_dir(model: nn.Module, model_dir: Path, lora: bool) -> None:
+def _load_model_dir(model: Any, model_dir: Path, lora: bool) -> None:
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir} is missing; the checkpoint is incomplete, re-save it")
     if lora:
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, _read_safetensors(model_dir / "adapter_model.safetensors"))
+        result: Any = set_peft_model_state_dict(
+            model, _read_safetensors(model_dir / "adapter_model.safetensors")
+        )
         if getattr(result, "unexpected_keys", None):
             raise CheckpointError(
                 f"the adapter in {model_dir} does not fit this policy (unexpected {result.unexpected_keys[:3]}); "
@@ -407,7 +409,7 @@ def load_policy_weights(path: str | os.PathLike, policy: nn.Module) -> None:
         if info.get("layout") == "state_dict":
             policy.load_state_dict(_read_safetensors(root / POLICY_FILE))
             return
-        _load_model_dir(policy.model, root / MODEL_DIR, bool(info.get("lora")))
+        _load_model_dir(getattr(policy, "model", None), root / MODEL_DIR, bool(info.get("lora")))
         if (root / EXTRA_FILE).exists():
             missing, unexpected = policy.load_state_dict(_read_safetensors(root / EXTRA_FILE), strict=False)
             if unexpected or any(not k.startswith("model.") for k in missing):

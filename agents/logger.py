@@ -164,7 +164,8 @@ def make_output_formats(
         if fmt == "rich":
             writers.append(RichTableOutputFormat(console))
         elif fmt == "stdout":
-            writers.append(HumanOutputFormat(console.file if console is not None else sys.stdout))
+            stream: Any = console.file if console is not None else sys.stdout
+            writers.append(HumanOutputFormat(stream))
         else:
             root = Path(folder)  # type: ignore[arg-type]
             root.mkdir(parents=True, exist_ok=True)
@@ -210,14 +211,15 @@ class Logger(SB3Logger):
         Tensors with more than one element stay tensors: TensorBoard draws them as histograms, and
         they are excluded from the CSV and console formats.
         """
+        recorded: dict[str, Any] = self.name_to_value
         by_device: dict[torch.device, list[str]] = {}
-        for key, value in self.name_to_value.items():
+        for key, value in recorded.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 by_device.setdefault(value.device, []).append(key)
         for keys in by_device.values():
-            numbers = torch.stack([self.name_to_value[k].detach().float().reshape(()) for k in keys]).tolist()
+            numbers = torch.stack([recorded[k].detach().float().reshape(()) for k in keys]).tolist()
             for key, number in zip(keys, numbers, strict=True):
-                self.name_to_value[key] = number
+                recorded[key] = number
         for key, value in list(self.name_to_value.items()):
             if isinstance(value, np.generic):
                 self.name_to_value[key] = value.item()

@@ -16,6 +16,7 @@ Only torch is imported here, so any package may depend on this module cheaply.
 from __future__ import annotations
 
 import inspect
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def _accepts_logits_to_keep(model: nn.Module) -> bool:
     """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs do, peft passes it on)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
     try:
         return "logits_to_keep" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):  # builtins or C-implemented forwards have no signature
@@ -137,6 +138,51 @@ def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         )
     logits = logits.float()
     return logits / temperature if temperature != 1.0 else logits
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    return_entropy: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    *,
+    return_entropy: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float,
+    return_entropy: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    return_entropy: bool = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def sequence_logprobs(

@@ -103,7 +103,7 @@ def check_policy_vocab(policy_vocab_size: int, env_vocab_size: int) -> None:
         )
 
 
-def _model_vocab_size(model: nn.Module) -> int:
+def _model_vocab_size(model: Any) -> int:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and hasattr(head, "out_features"):
         return int(head.out_features)
@@ -290,7 +290,8 @@ class LMPolicy(BasePolicy):
                 "reference_logprobs needs a LoRA policy (lora_config=...): without an adapter there is no "
                 "switched-off copy inside the policy; use the env's ref_model (info['ref_logprobs']) instead"
             )
-        with torch.no_grad(), self.model.disable_adapter():
+        peft_model: Any = self.model
+        with torch.no_grad(), peft_model.disable_adapter():
             return sequence_logprobs(self.model, input_ids, attention_mask, response_start, self.temperature)
 
 
@@ -317,7 +318,7 @@ class LMActorCriticPolicy(LMPolicy):
     ) -> None:
         if value_head not in ("shared", "separate"):
             raise ValueError(f"value_head must be 'shared' or 'separate', got {value_head!r}")
-        body = _load_model(model)
+        body: Any = _load_model(model)
         # the critic copies the LM body (without the LM head) before any adapter is attached
         critic = copy.deepcopy(getattr(body, "base_model", body)) if value_head == "separate" else None
         super().__init__(body, tokenizer, temperature, lora_config)
@@ -344,7 +345,9 @@ class LMActorCriticPolicy(LMPolicy):
     def predict_values(self, obs: Obs) -> torch.Tensor:
         """Values ``(B,)`` of the state at each row's last real column."""
         if self.critic is None:
-            return self._values(self._next_token(obs, hidden=True)[1])
+            hidden = self._next_token(obs, hidden=True)[1]
+            assert hidden is not None
+            return self._values(hidden)
         ids, mask, _ = obs_to_tensors(obs, self.device)
         ids, mask = right_align(ids, mask)
         return self._values(self._critic_hidden(ids, mask)[:, -1])
@@ -357,6 +360,7 @@ class LMActorCriticPolicy(LMPolicy):
             assert values is not None
             return values, logprob, entropy
         logits, hidden = self._next_token(obs, hidden=True)  # one forward for both heads
+        assert hidden is not None
         actions = torch.as_tensor(actions, device=logits.device).long().reshape(-1)
         return (
             self._values(hidden),

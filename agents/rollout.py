@@ -142,18 +142,17 @@ class RolloutBuffer:
         self.pad_token_id = pad_token_id
         self.device = torch.device(device)
         n, p, t = capacity, prompt_length, max_new_tokens
-        ints = {"dtype": torch.long, "device": self.device}
-        floats = {"dtype": torch.float32, "device": self.device}
-        self.prompt_ids = torch.full((n, p), pad_token_id, **ints)
-        self.prompt_mask = torch.zeros((n, p), **ints)
-        self.response_ids = torch.full((n, t), pad_token_id, **ints)
-        self.response_mask = torch.zeros((n, t), **ints)
-        self.logprobs = torch.zeros((n, t), **floats)
-        self.ref_logprobs = torch.zeros((n, t), **floats)
-        self.scores = torch.zeros((n,), **floats)
-        self.values = torch.zeros((n, t), **floats)
-        self.advantages = torch.zeros((n, t), **floats)
-        self.returns = torch.zeros((n, t), **floats)
+        dev, long = self.device, torch.long
+        self.prompt_ids = torch.full((n, p), pad_token_id, dtype=long, device=dev)
+        self.prompt_mask = torch.zeros((n, p), dtype=long, device=dev)
+        self.response_ids = torch.full((n, t), pad_token_id, dtype=long, device=dev)
+        self.response_mask = torch.zeros((n, t), dtype=long, device=dev)
+        self.logprobs = torch.zeros((n, t), device=dev)
+        self.ref_logprobs = torch.zeros((n, t), device=dev)
+        self.scores = torch.zeros((n,), device=dev)
+        self.values = torch.zeros((n, t), device=dev)
+        self.advantages = torch.zeros((n, t), device=dev)
+        self.returns = torch.zeros((n, t), device=dev)
         self.pos = 0
 
     @property

@@ -301,7 +301,7 @@ def train_sft(
     return result
 
 
-def save_pretrained_atomic(model: nn.Module, tokenizer: Any, output_dir: str | os.PathLike) -> Path:
+def save_pretrained_atomic(model: Any, tokenizer: Any, output_dir: str | os.PathLike) -> Path:
     """``save_pretrained`` (safetensors) of the model and tokenizer into a temp dir, renamed into place at the end."""
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp)
