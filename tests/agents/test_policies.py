@@ -254,3 +254,17 @@ def test_lora_without_peft_is_a_clear_import_error(
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(ImportError, match=r"pip install textrl\[lora\]"):
         LMPolicy(tiny_lm, lora_config=LORA)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_autocast_agrees_with_cpu(tiny_lm: nn.Module) -> None:
+    cpu = LMActorCriticPolicy(tiny_lm, value_head_init_std=0.1)
+    gpu = copy.deepcopy(cpu).cuda()
+    ids, mask = torch.as_tensor(IDS), torch.as_tensor(MASK)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        values, logprobs, entropy = gpu.evaluate_sequence(ids.cuda(), mask.cuda(), 4)
+        actions = gpu.act(OBS, generator=torch.Generator("cuda").manual_seed(0))
+    assert logprobs.dtype == entropy.dtype == torch.float32 and actions.device.type == "cuda"
+    ref_values, ref_logprobs, _ = cpu.evaluate_sequence(ids, mask, 4)
+    torch.testing.assert_close(logprobs.cpu(), ref_logprobs.detach(), atol=0.05, rtol=0.05)
+    torch.testing.assert_close(values.float().cpu(), ref_values.detach(), atol=0.05, rtol=0.05)
