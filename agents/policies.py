@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.logprobs import (
-    _accepts_logits_to_keep,
+from textrl_env.logprobs import (
+    accepts_logits_to_keep,
     position_ids_from_mask,
     sequence_logprobs,
     token_entropy,
@@ -236,7 +236,7 @@ class LMPolicy(BasePolicy):
 
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int, hidden: bool) -> Any:
         kwargs: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
-        if _accepts_logits_to_keep(self.model):
+        if accepts_logits_to_keep(self.model):
             kwargs["logits_to_keep"] = keep
         return self.model(
             input_ids=input_ids,

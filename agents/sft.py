@@ -2,7 +2,7 @@
 
 Batches use the environment's layout -- a left-padded prompt block, then the response (plus EOS),
 right-padded -- so the model learns in exactly the layout it later acts in, and the loss is the
-same teacher-forced :func:`agents.logprobs.sequence_logprobs` the agents use, on response tokens only.
+same teacher-forced :func:`textrl_env.logprobs.sequence_logprobs` the agents use, on response tokens only.
 
 From the command line::
 
@@ -28,8 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from agents.checkpoint import atomic_directory
-from agents.logprobs import sequence_logprobs
 from agents.losses import masked_mean
+from textrl_env.logprobs import sequence_logprobs
 
 FIELDS = ("prompt", "response")
 

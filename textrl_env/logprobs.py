@@ -1,20 +1,66 @@
-"""Teacher-forced log-probabilities of a response under a causal LM.
+"""Teacher-forced log-probabilities (and entropies) of a response under a causal LM.
 
-One function shared by the environments (scoring a finished episode), the agents (old and new
-log-probs in the update) and SFT, so every part of textrl measures log-probs the same way:
-position ids from the attention mask (left padding), logits divided by the sampling temperature
-before the log-softmax, and nothing computed for the prompt's own tokens.
+The one place the environments, the agents and SFT measure log-probs, so every part of textrl
+measures them the same way (the checklist of "The N+ implementation details of RLHF with PPO"):
+
+- position ids come from the attention mask (``cumsum - 1``, clamped), so left padding does not
+  shift the positions of real tokens;
+- logits are divided by the sampling temperature *before* the log-softmax, so the log-probs are
+  those of the distribution the tokens were actually sampled from;
+- the logit at column ``j`` predicts the token at column ``j + 1``;
+- masked response positions come back as exactly 0.
+
+Only torch is imported here, so any package may depend on this module cheaply.
 """
 
 from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore left padding: 0 at the first real token of each row."""
+    """Position ids that ignore left padding: 0 at the first real token of each row.
+
+    Args:
+        attention_mask: ``(B, L)`` 1 on real tokens, 0 on padding.
+
+    Returns:
+        ``(B, L)`` int64 positions; padding before the first real token gets 0.
+    """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs do, peft passes it on)."""
+    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # builtins or C-implemented forwards have no signature
+        return False
+
+
+def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int) -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be a (B, L) batch, got shape {tuple(input_ids.shape)}; "
+            "add a batch dimension with input_ids.unsqueeze(0)"
+        )
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+            f"{tuple(input_ids.shape)}; pass the mask that belongs to these ids"
+        )
+    length = input_ids.shape[1]
+    if not 1 <= response_start <= length:
+        raise ValueError(
+            f"response_start must be in [1, {length}] for sequences of length {length}, got {response_start}; "
+            "it is the column where the response begins (the padded prompt length), and a response needs "
+            "at least one prompt token before it"
+        )
 
 
 def response_logits(
@@ -23,30 +69,120 @@ def response_logits(
     attention_mask: torch.Tensor,
     response_start: int,
 ) -> torch.Tensor:
-    """Logits that predict each response token, ``(B, L - response_start, V)``.
+    """Logits that predict each response token.
 
-    The logit at column ``j`` predicts token ``j + 1``, so the response tokens
-    ``input_ids[:, response_start:]`` are predicted by columns ``response_start - 1 .. L - 2``.
+    Only the columns that predict response tokens are projected onto the vocabulary when the
+    model supports ``logits_to_keep`` (all transformers causal LMs do), so the prompt never costs
+    a ``(B, P, V)`` logits tensor.
+
+    Args:
+        model: a causal LM whose output has ``.logits`` (or is a tuple with logits first).
+        input_ids: ``(B, L)`` left-padded prompt followed by the response.
+        attention_mask: ``(B, L)`` 1 on real tokens.
+        response_start: the column where the response begins.
+
+    Returns:
+        ``(B, L - response_start, V)`` logits in the model's dtype (not temperature-scaled).
     """
-    if response_start < 1:
-        raise ValueError(f"response_start must be >= 1 (a response needs a prompt), got {response_start}")
+    _check_inputs(input_ids, attention_mask, response_start)
+    length = input_ids.shape[1]
+    kwargs = {}
+    if accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = length - response_start + 1  # columns response_start-1 .. L-1
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
+        **kwargs,
     )
-    return out.logits[:, response_start - 1 : -1]  # (B, T, V)
+    logits = out.logits if hasattr(out, "logits") else out[0]  # (B, K, V)
+    n_response = length - response_start
+    # Column j predicts token j + 1: keep columns response_start-1 .. L-2, drop the last one.
+    return logits[:, -(n_response + 1) : -1]  # (B, T, V)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``log_softmax(logits / temperature)`` gathered at ``tokens``: ``(B, T, V), (B, T) -> (B, T)``."""
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    # logsumexp + gather avoids materialising a second (B, T, V) tensor for log_softmax.
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    """``log_softmax(logits / temperature)`` gathered at ``tokens``.
+
+    Computed as ``logit[token] - logsumexp(logits)``, which never materialises a second
+    ``(B, T, V)`` tensor for the full log-softmax.
+
+    Args:
+        logits: ``(..., V)`` raw logits.
+        tokens: ``(...)`` token ids.
+        temperature: the sampling temperature, > 0.
+
+    Returns:
+        ``(...)`` float32 log-probabilities.
+    """
+    logits = _scaled(logits, temperature)  # (..., V) float32
+    picked = logits.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # (...)
     return picked - torch.logsumexp(logits, dim=-1)
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of ``softmax(logits / temperature)`` along the last dimension, float32 ``(...)``."""
+    logits = _scaled(logits, temperature)  # (..., V)
+    lse = torch.logsumexp(logits, dim=-1)  # (...)
+    probs = torch.softmax(logits, dim=-1)  # (..., V)
+    # H = -sum p log p = logsumexp(z) - sum p z
+    return lse - (probs * logits).sum(-1)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; for greedy decoding use deterministic=True "
+            "and keep the temperature the env samples with"
+        )
+    logits = logits.float()
+    return logits / temperature if temperature != 1.0 else logits
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    return_entropy: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    *,
+    return_entropy: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float,
+    return_entropy: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    temperature: float = ...,
+    return_entropy: bool = ...,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def sequence_logprobs(
@@ -55,20 +191,33 @@ def sequence_logprobs(
     attention_mask: torch.Tensor,
     response_start: int,
     temperature: float = 1.0,
-) -> torch.Tensor:
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the response tokens ``input_ids[:, response_start:]`` under ``model``.
+
+    Runs with whatever grad mode the caller is in: wrap in ``torch.no_grad()`` for old/reference
+    log-probs, call it bare in the update.
 
     Args:
         model: a causal LM returning ``.logits``.
-        input_ids: ``(B, L)`` left-padded prompt followed by the response.
+        input_ids: ``(B, L)`` left-padded prompt in columns ``[0, response_start)`` followed by the
+            response (right-padded after the first EOS).
         attention_mask: ``(B, L)`` 1 on real tokens; response positions with 0 come back as 0.
-        response_start: column where the response begins (the padded prompt length).
-        temperature: the sampling temperature the tokens were drawn with.
+        response_start: the column where the response begins (the padded prompt length), >= 1.
+        temperature: the temperature the tokens were sampled with.
+        return_entropy: also return the per-token entropy of the (temperature-scaled) distribution.
 
     Returns:
-        ``(B, L - response_start)`` float32 log-probabilities, 0 where the mask is 0.
+        ``(B, L - response_start)`` float32 log-probs, 0 where the mask is 0; with
+        ``return_entropy=True`` a tuple ``(logprobs, entropy)`` of the same shape.
+
+    Raises:
+        ValueError: shapes disagree, ``response_start`` is out of range, or ``temperature <= 0``.
     """
-    logits = response_logits(model, input_ids, attention_mask, response_start)
-    tokens = input_ids[:, response_start:]
-    mask = attention_mask[:, response_start:]
-    return token_logprobs(logits, tokens, temperature) * mask
+    logits = response_logits(model, input_ids, attention_mask, response_start)  # (B, T, V)
+    tokens = input_ids[:, response_start:]  # (B, T)
+    mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
+    logprobs = token_logprobs(logits, tokens, temperature) * mask
+    if not return_entropy:
+        return logprobs
+    return logprobs, token_entropy(logits, temperature) * mask

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from agents.logprobs import position_ids_from_mask, sequence_logprobs
 from agents.policies import (
     POLICY_ALIASES,
     BasePolicy,
@@ -19,6 +18,7 @@ from agents.policies import (
     obs_to_tensors,
     resolve_policy,
 )
+from textrl_env.logprobs import position_ids_from_mask, sequence_logprobs
 
 V = 64
 # env layout: prompt block P=4 (left-padded), response block T=4 (right-padded)

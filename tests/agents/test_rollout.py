@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents.logprobs import sequence_logprobs
 from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos, minibatches
+from textrl_env.logprobs import sequence_logprobs
 
 EOS = 1
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agents.logprobs import sequence_logprobs
 from agents.sft import (
     Demonstration,
     DemonstrationFileWarning,
@@ -19,6 +18,7 @@ from agents.sft import (
     tokenize_demonstrations,
     train_sft,
 )
+from textrl_env.logprobs import sequence_logprobs
 
 DEMOS = [("2+2=", "4"), ("1+2=", "3"), ("hi ", "there")]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.logprobs import (
+from textrl_env.logprobs import (
     position_ids_from_mask,
     response_logits,
     sequence_logprobs,
