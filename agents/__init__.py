@@ -1,0 +1,56 @@
+"""textrl agents: REINFORCE, RLOO and PPO on text-generation envs, with Stable-Baselines3's conventions.
+
+Example::
+
+    import gymnasium as gym
+    import textrl_env
+    from agents import RLOO
+
+    envs = gym.make_vec("textrl/Sentiment-v0", num_envs=16, vectorization_mode="vector_entry_point")
+    agent = RLOO("LMPolicy", envs, learning_rate=1e-5, k=4)
+    agent.learn(total_timesteps=50_000, progress_bar=True)
+    agent.save("runs/rloo")
+"""
+
+from agents.advantages import MovingAverageBaseline, discounted_returns, gae, rloo_advantages, rloo_baseline
+from agents.base import BaseAlgorithm, Evaluation
+from agents.callbacks import BaseCallback, CallbackList, ProgressBarCallback
+from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from agents.config import AlgoConfig
+from agents.logger import Logger
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
+from agents.policies import POLICY_ALIASES, BasePolicy, LMActorCriticPolicy, LMPolicy, resolve_policy
+from agents.rloo import RLOO, RLOOConfig
+from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos
+
+__all__ = [
+    "POLICY_ALIASES",
+    "RLOO",
+    "AlgoConfig",
+    "BaseAlgorithm",
+    "BaseCallback",
+    "BasePolicy",
+    "CallbackList",
+    "CheckpointError",
+    "Evaluation",
+    "LMActorCriticPolicy",
+    "LMPolicy",
+    "Logger",
+    "MovingAverageBaseline",
+    "ProgressBarCallback",
+    "RLOOConfig",
+    "RolloutBatch",
+    "RolloutBuffer",
+    "clipped_policy_loss",
+    "clipped_value_loss",
+    "discounted_returns",
+    "gae",
+    "load_checkpoint",
+    "mask_after_eos",
+    "masked_mean",
+    "policy_gradient_loss",
+    "resolve_policy",
+    "rloo_advantages",
+    "rloo_baseline",
+    "save_checkpoint",
+]

@@ -13,7 +13,7 @@ import difflib
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -55,6 +55,24 @@ def shares_env_logits(policy: Any, env: TextGenerationVectorEnv) -> bool:
         return False
     model = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
     return model is env.model and policy.temperature == env.temperature
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Completions of :meth:`BaseAlgorithm.evaluate`, with the env's score and summed KL of each."""
+
+    prompts: list[str]
+    completions: list[str]
+    scores: torch.Tensor  # (N,)
+    kl: torch.Tensor  # (N,) sum over the response of the per-token KL to the reference
+
+    @property
+    def score_mean(self) -> float:
+        return float(self.scores.mean())
+
+    @property
+    def kl_mean(self) -> float:
+        return float(self.kl.mean())
 
 
 class BaseAlgorithm:
@@ -254,6 +272,36 @@ class BaseAlgorithm:
             self._prompt_generator = torch.Generator()
             self._prompt_generator.manual_seed(int(torch.randint(2**31, (1,), generator=None)))
         return self._prompt_generator
+
+    @torch.no_grad()
+    def evaluate(
+        self, prompts: Sequence[str], deterministic: bool = False, n_samples: int = 1, seed: int = 0
+    ) -> Evaluation:
+        """Complete each prompt ``n_samples`` times with the current policy; no training, no side effects.
+
+        Uses the env (so scores and KL are the env's) and a sampler seeded by ``seed``, so the
+        training run's own random streams are untouched.
+        """
+        if isinstance(prompts, str) or len(prompts) == 0:
+            raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+        wanted = [p for p in prompts for _ in range(n_samples)]
+        n = self.env.num_envs
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        act = None if self._env_logits else self.policy.forward
+        self.policy.eval()
+        chunks = []
+        for start in range(0, len(wanted), n):
+            chunk = wanted[start : start + n]
+            padded = chunk + [chunk[-1]] * (n - len(chunk))  # every row needs a prompt
+            episodes = collect_episodes(self.env, padded, act, generator, deterministic=deterministic)
+            assert episodes is not None
+            chunks.append((chunk, episodes))
+        return Evaluation(
+            prompts=wanted,
+            completions=[c for chunk, ep in chunks for c in ep.completions[: len(chunk)]],
+            scores=torch.cat([ep.scores[: len(chunk)] for chunk, ep in chunks]).cpu(),
+            kl=torch.cat([ep.kl.sum(-1)[: len(chunk)] for chunk, ep in chunks]).cpu(),
+        )
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False

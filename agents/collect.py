@@ -49,6 +49,7 @@ def collect_episodes(
     act: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     generator: torch.Generator | None,
     on_step: StepHook | None = None,
+    deterministic: bool = False,
 ) -> Episodes | None:
     """Run one episode per row from ``prompts`` (one per env row).
 
@@ -60,6 +61,7 @@ def collect_episodes(
             ``next_token_logits`` (the policy is the env's model; no second forward).
         generator: the sampler's RNG, for reproducible runs.
         on_step: called after every env step; returning False stops collection (returns None).
+        deterministic: greedy tokens instead of sampled ones.
     """
     obs, _ = env.reset(options={"prompt": prompts})
     n, p, t = env.num_envs, env.prompt_length, env.max_new_tokens
@@ -78,7 +80,7 @@ def collect_episodes(
             with torch.no_grad():
                 logits = act(obs)
             env.set_policy_logits(logits)
-        actions = sample_from_logits(logits, env.temperature, generator=generator)
+        actions = sample_from_logits(logits, env.temperature, deterministic, generator)
         obs, _, _, _, info = env.step(actions)
         steps += 1
         new = info["_score"] & ~recorded if "_score" in info else None

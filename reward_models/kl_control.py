@@ -18,13 +18,14 @@ import torch
 ERROR_CLIP = 0.2
 
 
-def _positive_finite(name: str, value: float) -> float:
+def _positive_finite(name: str, value: float, allow_zero: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a number; got {value!r} of type {type(value).__name__}") from err
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name}={value!r} is invalid; expected a finite number > 0")
+    if not (math.isfinite(number) and (number > 0 or (allow_zero and number == 0))):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} is invalid; expected a finite number {bound}")
     return number
 
 
@@ -66,11 +67,11 @@ class FixedKLController:
     """A constant KL coefficient; ``update`` validates its input and changes nothing.
 
     Args:
-        kl_coef: the coefficient beta (> 0; to train without a KL penalty, skip the controller).
+        kl_coef: the coefficient beta (>= 0; 0 trains without a KL penalty).
     """
 
     def __init__(self, kl_coef: float) -> None:
-        self._value = _positive_finite("kl_coef", kl_coef)
+        self._value = _positive_finite("kl_coef", kl_coef, allow_zero=True)
 
     @property
     def value(self) -> float:
@@ -90,7 +91,7 @@ class FixedKLController:
         """Restore from :meth:`state_dict`."""
         if "value" not in state:
             raise ValueError(f"FixedKLController state needs a 'value' key; got keys {sorted(state)}")
-        self._value = _positive_finite("value", state["value"])
+        self._value = _positive_finite("value", state["value"], allow_zero=True)
 
     def __repr__(self) -> str:
         return f"FixedKLController(kl_coef={self._value})"

@@ -57,6 +57,10 @@ def test_state_survives_a_weights_only_checkpoint(ctl, tmp_path):
     assert fresh.update(0.5, 8) == ctl.update(0.5, 8)
 
 
+def test_fixed_zero_coefficient_means_no_penalty():
+    assert make_kl_controller(0.0).update(3.0, 8) == 0.0
+
+
 def test_make_kl_controller():
     assert isinstance(make_kl_controller(0.1), FixedKLController)
     adaptive = make_kl_controller(0.1, target=6.0, horizon=500)
@@ -66,7 +70,7 @@ def test_make_kl_controller():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: FixedKLController(0.0), "kl_coef=0.0"),
+        (lambda: FixedKLController(-0.1), "kl_coef=-0.1"),
         (lambda: FixedKLController(float("inf")), "kl_coef=inf"),
         (lambda: AdaptiveKLController(0.1, -1.0, 100), "target=-1.0"),
         (lambda: AdaptiveKLController(0.1, 6.0, 0), "horizon=0"),
