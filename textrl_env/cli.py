@@ -20,16 +20,16 @@ def cmd_envs(args: argparse.Namespace) -> int:
     import textrl_env  # noqa: F401  (registers the ids)
 
     table = Table(title="textrl environments")
-    table.add_column("id", style="bold cyan")
-    table.add_column("entry point")
-    table.add_column("native vector env")
+    table.add_column("id", style="bold cyan", no_wrap=True)
+    table.add_column("native vector env", justify="center")
     table.add_column("description")
+    table.add_column("entry point", overflow="fold")
     for env_id in sorted(k for k in gym.registry if k.startswith("textrl/")):
         spec = gym.registry[env_id]
         entry = str(spec.entry_point)
         module, _, name = entry.partition(":")
         doc = getattr(importlib.import_module(module), name).__doc__
-        table.add_row(env_id, entry, "yes" if spec.vector_entry_point else "no", _first_line(doc))
+        table.add_row(env_id, "yes" if spec.vector_entry_point else "no", _first_line(doc), entry)
     Console().print(table)
     return 0
 

@@ -68,7 +68,7 @@ class TextGenerationEnv(gym.Env[ObsType, np.int64]):
     - v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
         self,
