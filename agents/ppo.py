@@ -1,0 +1,221 @@
+"""PPO for language models (Schulman et al. 2017; Ziegler et al. 2019's RLHF recipe).
+
+Unlike REINFORCE and RLOO, PPO credits each token separately. The env's return is laid out per
+token: ``-kl_coef * KL_t`` on every response token and the score added on the last one
+(:func:`reward_models.shaping.shaped_rewards`), so the per-token rewards of a response sum to its
+sequence reward. A value head estimates the return from the state before each token; GAE
+(``gamma=1``, ``lam=0.95``) turns rewards and values into advantages, which are whitened over the
+batch's response tokens. Several epochs of shuffled minibatches then minimise the clipped policy
+loss plus ``vf_coef`` times the clipped value loss.
+
+Read top to bottom: config, rollout values, per-token rewards and advantages, update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from agents.advantages import gae
+from agents.base import BaseAlgorithm, evaluate_sequence
+from agents.collect import Episodes
+from agents.config import AlgoConfig
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
+from agents.policies import BasePolicy
+from reward_models.shaping import shaped_rewards, whiten
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PPOConfig(AlgoConfig):
+    """PPO settings (plus those of :class:`~agents.config.AlgoConfig`; ``n_epochs`` defaults to 4 here)."""
+
+    n_epochs: int = _help("passes of shuffled minibatches over each rollout batch.", 4)
+    gamma: float = _help(
+        "discount over response tokens; RLHF uses 1 (the score is paid once, at the end).", 1.0
+    )
+    lam: float = _help("GAE lambda: 1 = Monte Carlo returns, 0 = one-step TD; 0.95 trades the two.", 0.95)
+    vf_coef: float = _help("weight of the value loss in the total loss.", 0.1)
+    clip_range_vf: float | None = _help(
+        "clip of the value change per update around the rollout values; None = plain squared error.", 0.2
+    )
+    ent_coef: float = _help(
+        "weight of the entropy bonus; 0 as in RLHF, where the KL penalty regularises.", 0.0
+    )
+    whiten_advantages: bool = _help("whiten advantages over the batch's response tokens.", True)
+    target_policy_kl: float | None = _help(
+        "stop the epoch loop once a minibatch's approx KL(old || new) exceeds 1.5x this (SB3's target_kl); "
+        "not the KL-to-reference target_kl of the adaptive controller. None = never stop early.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("gamma", "lam"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}; RLHF PPO uses gamma=1, lam=0.95")
+        for name in ("vf_coef", "ent_coef"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("clip_range_vf", "target_policy_kl"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be None (off) or a finite number > 0, got {value!r}")
+
+
+def _has_values(policy: Any) -> bool:
+    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
+    if hasattr(policy, "sequence_values"):
+        return True
+    if isinstance(policy, BasePolicy):
+        return type(policy).predict_values is not BasePolicy.predict_values
+    return True  # a protocol-only policy is checked when its first values come back
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(returns - values) / Var(returns)`` over response tokens (SB3's; NaN when returns are constant).
+
+    1 means the critic predicts the returns exactly, 0 that it does no better than their mean.
+    """
+    residual = returns - values
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        return masked_mean((x - masked_mean(x, mask)).square(), mask)
+
+    var_returns = variance(returns)
+    nan = torch.full_like(var_returns, float("nan"))
+    return torch.where(var_returns > 0, 1.0 - variance(residual) / var_returns, nan)
+
+
+class PPO(BaseAlgorithm):
+    """Proximal Policy Optimization on a textrl vector env; Stable-Baselines3's calling convention.
+
+    Example::
+
+        agent = PPO("LMActorCriticPolicy", envs, learning_rate=1e-5, n_epochs=4, minibatch_size=8)
+        agent.learn(total_timesteps=50_000, progress_bar=True)
+
+    The policy must have a value head: ``"LMActorCriticPolicy"`` (shared backbone by default, or
+    ``policy_kwargs={"value_head": "separate"}``) or a class of yours that returns values. See
+    :class:`~agents.base.BaseAlgorithm` for the shared arguments and :class:`PPOConfig` for the rest.
+    """
+
+    algo_name = "PPO"
+    config_class = PPOConfig
+    config: PPOConfig
+
+    def __init__(self, policy: str | type, env: Any, **kwargs: Any) -> None:
+        super().__init__(policy, env, **kwargs)
+        if not _has_values(self.policy):
+            raise ValueError(
+                f"PPO needs a policy with a value head, but {type(self.policy).__name__} has none; "
+                "use PPO('LMActorCriticPolicy', env, ...) (or RLOO / REINFORCE, which need no critic)"
+            )
+
+    # ------------------------------------------------------------------ rollout values
+
+    @torch.no_grad()
+    def _rollout_values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """``(N, T)`` values of the states before each response token, under the sampling-time critic."""
+        if hasattr(self.policy, "sequence_values"):  # skips the LM head's (N, T, V) logits
+            values = self.policy.sequence_values(input_ids, attention_mask, start)
+        else:
+            values = evaluate_sequence(self.policy, input_ids, attention_mask, start)[0]
+        if values is None:
+            raise ValueError(
+                f"PPO needs values, but {type(self.policy).__name__}.evaluate_actions returned None for them; "
+                "use a policy with a value head (LMActorCriticPolicy)"
+            )
+        return values.float()
+
+    # ------------------------------------------------------------------ per-token rewards and advantages
+
+    def _token_rewards(self, episodes: Episodes, rewards: torch.Tensor) -> torch.Tensor:
+        """``(N, T)`` per-token rewards that sum, per response, to ``rewards`` (the sequence rewards).
+
+        :meth:`BaseAlgorithm._sequence_rewards` built ``rewards = (score' - kl_coef * sum(KL)) / s``
+        (``score'`` with the missing-EOS penalty; ``s`` the running reward std when
+        ``normalize_rewards``, else 1). The score part is recovered from ``rewards`` rather than
+        recomputed, so whatever shaping the base applies to scores reaches PPO unchanged.
+        """
+        mask = episodes.response_mask
+        scale = float(self.reward_stats.std) if self.config.normalize_rewards else 1.0
+        kl_coef = self.kl_controller.value / scale
+        kl = episodes.kl * mask  # (N, T)
+        scores = rewards + kl_coef * kl.sum(-1)  # (N,)
+        return shaped_rewards(scores, kl, mask, kl_coef)
+
+    def _advantages(
+        self, token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE ``(advantages, returns)``, each ``(N, T)``; advantages whitened over response tokens."""
+        advantages, returns = gae(token_rewards, values, mask, self.config.gamma, self.config.lam)
+        if self.config.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        return advantages, returns
+
+    # ------------------------------------------------------------------ update
+
+    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+        cfg = self.config
+        input_ids = torch.cat([episodes.prompt_ids, episodes.response_ids], dim=1)  # (N, P + T)
+        attention_mask = torch.cat([episodes.prompt_mask, episodes.response_mask], dim=1)
+        start = episodes.prompt_ids.shape[1]
+        response_mask = episodes.response_mask
+        old_values = self._rollout_values(input_ids, attention_mask, start)  # (N, T)
+        token_rewards = self._token_rewards(episodes, rewards)  # (N, T)
+        advantages, returns = self._advantages(token_rewards, old_values, response_mask)
+        totals: dict[str, torch.Tensor] = {}
+        n_steps = 0
+        for idx in self.iter_minibatches(len(rewards)):
+            mask = response_mask[idx]
+            values, logprobs, entropy = evaluate_sequence(
+                self.policy, input_ids[idx], attention_mask[idx], start
+            )
+            assert values is not None  # _rollout_values already refused a policy without values
+            # The env's log-probs are the sampling policy's: they are PPO's old log-probs.
+            policy_loss, policy_stats = clipped_policy_loss(
+                logprobs, episodes.logprobs[idx], advantages[idx], mask, cfg.clip_range
+            )
+            if (
+                cfg.target_policy_kl is not None
+                and float(policy_stats["approx_kl"]) > 1.5 * cfg.target_policy_kl
+            ):
+                break  # as SB3: this minibatch has moved too far already, so it is not stepped on either
+            value_loss, value_stats = clipped_value_loss(
+                values.float(), old_values[idx], returns[idx], mask, cfg.clip_range_vf
+            )
+            entropy_mean = masked_mean(entropy, mask)
+            grad_norm = self.step_optimizer(
+                policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+            )
+            step_stats = {
+                "train/policy_loss": policy_loss.detach(),
+                "train/value_loss": value_loss.detach(),
+                "train/approx_kl": policy_stats["approx_kl"],
+                "train/clip_fraction": policy_stats["clip_fraction"],
+                "train/value_clip_fraction": value_stats["value_clip_fraction"],
+                "train/entropy": entropy_mean.detach(),
+                "train/grad_norm": grad_norm.detach(),
+            }
+            for key, value in step_stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            n_steps += 1
+        result: dict[str, Any] = {key: value / n_steps for key, value in totals.items()}
+        result["train/n_updates"] = n_steps
+        result["train/explained_variance"] = explained_variance(old_values, returns, response_mask)
+        result["train/value_mean"] = masked_mean(old_values, response_mask)
+        result["train/return_mean"] = masked_mean(returns, response_mask)
+        return result
