@@ -13,7 +13,7 @@ def arithmetic_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     from reward_models import ExactMatchReward
     from textrl_env.default_model import DEFAULT_MODEL_PATH, arithmetic_answer, arithmetic_prompts
 
-    merged: dict[str, Any] = {"kl_coef": 0.01, "max_new_tokens": 4} | kwargs
+    merged: dict[str, Any] = {"kl_coef": 0.01, "max_new_tokens": 4, "max_prompt_tokens": 8} | kwargs
     partial_credit = bool(merged.pop("partial_credit", False))
     num_prompts = int(merged.pop("num_prompts", 256))
     merged.setdefault("model", DEFAULT_MODEL_PATH)
@@ -51,7 +51,8 @@ class ArithmeticEnv(TextGenerationEnv):
 
     ## Arguments
     Those of :class:`textrl_env.TextGenerationEnv`, all optional here (default model, 256
-    generated questions, ``kl_coef`` 0.01, ``max_new_tokens`` 4), plus ``partial_credit`` (False)
+    generated questions, ``kl_coef`` 0.01, ``max_new_tokens`` 4, ``max_prompt_tokens`` 8), plus
+    ``partial_credit`` (False)
     and ``num_prompts`` (256).
 
     ## Version History

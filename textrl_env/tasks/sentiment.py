@@ -13,7 +13,9 @@ def sentiment_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     from reward_models import SentimentReward
     from textrl_env.default_model import DEFAULT_MODEL_PATH, SENTIMENT_PROMPTS
 
-    defaults: dict[str, Any] = {"kl_coef": 0.05, "max_new_tokens": 16}
+    # A fixed 16-token prompt window, so longer openers than the built-in ones (held-out
+    # evaluation prompts, a user's own) fit without rebuilding the env.
+    defaults: dict[str, Any] = {"kl_coef": 0.05, "max_new_tokens": 16, "max_prompt_tokens": 16}
     merged = defaults | kwargs
     merged.setdefault("model", DEFAULT_MODEL_PATH)
     if merged.get("prompts") is None:
@@ -52,7 +54,8 @@ class SentimentEnv(TextGenerationEnv):
     ## Arguments
     Those of :class:`textrl_env.TextGenerationEnv`, all optional here: ``model`` defaults to the
     embedded default model, ``prompts`` to the built-in review openers, ``reward_model`` to
-    ``reward_models.SentimentReward()``, ``kl_coef`` 0.05, ``max_new_tokens`` 16.
+    ``reward_models.SentimentReward()``, ``kl_coef`` 0.05, ``max_new_tokens`` 16,
+    ``max_prompt_tokens`` 16.
 
     ## Version History
     - v0: initial version.
