@@ -14,6 +14,7 @@ from torch import nn
 from reward_models import RewardModel
 from textrl_env.core import GenerationCore
 from textrl_env.models import ModelLike
+from textrl_env.space_registry import register_space
 
 ObsType = dict[str, np.ndarray]
 
@@ -96,6 +97,8 @@ class TextGenerationEnv(gym.Env[ObsType, np.int64]):
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(self.core.vocab_size)
         self.observation_space = self.core.observation_space()
+        # So stable_baselines3.PPO(TextRLSB3Policy, env), given only this space, can find `model`.
+        register_space(self.observation_space, self)
         self._ids = np.zeros(self.core.seq_length, dtype=np.int64)
         self._mask = np.zeros(self.core.seq_length, dtype=np.int64)
         self._t = 0
