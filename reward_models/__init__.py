@@ -17,6 +17,8 @@ from reward_models.kl_control import (
     KLController,
     make_kl_controller,
 )
+from reward_models.learned import LearnedRewardModel
+from reward_models.pairs import generate_preference_pairs
 from reward_models.preferences import (
     PreferenceFileWarning,
     PreferencePair,
@@ -32,28 +34,35 @@ from reward_models.shaping import (
     shaped_rewards,
     whiten,
 )
+from reward_models.training import RewardTrainingResult, evaluate_pairs, preference_loss, train_reward_model
 
 __all__ = [
     "AdaptiveKLController",
     "ExactMatchReward",
     "FixedKLController",
     "KLController",
+    "LearnedRewardModel",
     "LengthReward",
     "PreferenceFileWarning",
     "PreferencePair",
     "RegexReward",
     "RewardModel",
+    "RewardTrainingResult",
     "RunningMeanStd",
     "SentimentReward",
     "WeightedSumReward",
     "append_preferences",
     "compute_rewards",
+    "evaluate_pairs",
+    "generate_preference_pairs",
     "kl_penalty",
     "leading_answer",
     "make_kl_controller",
     "missing_eos_penalty",
+    "preference_loss",
     "read_preferences",
     "shaped_rewards",
+    "train_reward_model",
     "whiten",
     "write_preferences",
 ]
