@@ -1,0 +1,228 @@
+"""REINFORCE with a baseline (Williams 1992) on whole responses.
+
+A response's reward is its whole-sequence return ``score - kl_coef * sum(KL)`` (the env's return).
+Every token of the response is weighed by the same advantage ``r - b``, where the baseline ``b`` is
+
+- ``"moving_average"``: an exponential moving average of past batches' mean reward (this batch's
+  rewards enter it only after it was used, so no sample is its own baseline);
+- ``"learned"``: a value head (``LMActorCriticPolicy``) predicting the return from the state before
+  each token, trained by regression on ``r``; the advantage is then per token, ``r - V(s_t)``;
+- ``"none"``: plain REINFORCE, ``b = 0``.
+
+A baseline that does not depend on the sampled token leaves the gradient unbiased and lowers its
+variance. Read top to bottom: config, baseline, update, checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from agents.advantages import MovingAverageBaseline
+from agents.base import BaseAlgorithm, evaluate_sequence, resolve_safe
+from agents.checkpoint import get_rng_state, load_checkpoint, save_checkpoint
+from agents.collect import Episodes
+from agents.config import AlgoConfig
+from agents.losses import clipped_policy_loss, masked_mean
+from agents.policies import BasePolicy
+from reward_models.shaping import whiten
+
+Baseline = Literal["moving_average", "learned", "none"]
+BASELINES: tuple[str, ...] = ("moving_average", "learned", "none")
+
+
+@dataclass
+class REINFORCEConfig(AlgoConfig):
+    """REINFORCE settings (plus those of :class:`~agents.config.AlgoConfig`)."""
+
+    baseline: Baseline = field(
+        default="moving_average",
+        metadata={"help": "'moving_average' (EMA of rewards), 'learned' (a value head) or 'none'."},
+    )
+    baseline_decay: float = field(
+        default=0.9, metadata={"help": "weight of the old average in the EMA baseline; 0.9 ~ 10 batches."}
+    )
+    vf_coef: float = field(
+        default=0.1, metadata={"help": "weight of the value loss with baseline='learned'."}
+    )
+    normalize_advantages: bool = field(
+        default=False, metadata={"help": "whiten advantages over the batch (response tokens only)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline not in BASELINES:
+            raise ValueError(
+                f"baseline must be one of {BASELINES}, got {self.baseline!r}; 'learned' needs "
+                "policy='LMActorCriticPolicy'"
+            )
+        if not (isinstance(self.baseline_decay, int | float) and 0.0 <= self.baseline_decay < 1.0):
+            raise ValueError(
+                f"baseline_decay must be in [0, 1), got {self.baseline_decay!r}; 0.9 averages over ~10 batches"
+            )
+        if not (isinstance(self.vf_coef, int | float) and math.isfinite(self.vf_coef) and self.vf_coef >= 0):
+            raise ValueError(f"vf_coef must be a finite number >= 0, got {self.vf_coef!r}")
+
+
+def policy_has_values(policy: Any) -> bool:
+    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
+    if hasattr(policy, "sequence_values"):
+        return True
+    if isinstance(policy, BasePolicy):
+        return type(policy).predict_values is not BasePolicy.predict_values
+    return True  # a protocol-only policy is checked when its first values come back
+
+
+class REINFORCE(BaseAlgorithm):
+    """REINFORCE with a baseline on a textrl vector env; Stable-Baselines3's calling convention.
+
+    Example::
+
+        agent = REINFORCE("LMPolicy", envs, learning_rate=1e-5, baseline="moving_average")
+        agent.learn(total_timesteps=50_000, progress_bar=True)
+
+        critic = REINFORCE("LMActorCriticPolicy", envs, baseline="learned", vf_coef=0.1)
+
+    Each env row samples one response to its own prompt. See :class:`~agents.base.BaseAlgorithm`
+    for the shared arguments and :class:`REINFORCEConfig` for the rest.
+    """
+
+    algo_name = "REINFORCE"
+    config_class = REINFORCEConfig
+    config: REINFORCEConfig
+
+    def __init__(self, policy: str | type, env: Any, **kwargs: Any) -> None:
+        super().__init__(policy, env, **kwargs)
+        if self.config.baseline == "learned" and not policy_has_values(self.policy):
+            raise ValueError(
+                f"baseline='learned' needs a policy with a value head, but {type(self.policy).__name__} has "
+                "none; use policy='LMActorCriticPolicy', or baseline='moving_average'"
+            )
+        self.baseline = MovingAverageBaseline(self.config.baseline_decay)
+
+    # ------------------------------------------------------------------ advantages
+
+    def _sequence_baseline(self, rewards: torch.Tensor) -> float:
+        """The baseline for this batch, read before the batch is folded into the moving average."""
+        if self.config.baseline != "moving_average":
+            return 0.0
+        value = self.baseline.value  # 0 before the first batch, so the first update is plain REINFORCE
+        self.baseline.update(rewards)
+        return value
+
+    def _learned_baseline(
+        self, values: torch.Tensor | None, rewards: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token advantages ``r - V(s_t)`` ``(B, T)`` and the value loss regressing ``V`` on ``r``."""
+        if values is None:
+            raise ValueError(
+                f"baseline='learned' needs values, but {type(self.policy).__name__}.evaluate_actions "
+                "returned None for them; use a policy with a value head (LMActorCriticPolicy)"
+            )
+        # V(s_t) is the value of the state *before* token t, so it does not depend on the token it
+        # weighs: the gradient stays unbiased although V comes from the same forward as the log-probs.
+        targets = rewards.unsqueeze(1).expand_as(values)  # (B, T) with one reward, every return-to-go is r
+        advantages = (targets - values.detach()) * mask
+        if self.config.normalize_advantages:  # per minibatch, since V moves between minibatches
+            advantages = whiten(advantages, mask)
+        value_loss = 0.5 * masked_mean((values - targets).square(), mask)
+        return advantages, value_loss
+
+    # ------------------------------------------------------------------ update
+
+    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+        learned = self.config.baseline == "learned"
+        baseline = self._sequence_baseline(rewards)
+        advantages = rewards - baseline  # (N,)
+        if self.config.normalize_advantages and not learned:
+            advantages = whiten(advantages)
+        input_ids = torch.cat([episodes.prompt_ids, episodes.response_ids], dim=1)  # (N, P + T)
+        attention_mask = torch.cat([episodes.prompt_mask, episodes.response_mask], dim=1)
+        start = episodes.prompt_ids.shape[1]
+        totals: dict[str, torch.Tensor] = {}
+        n_steps = 0
+        for idx in self.iter_minibatches(len(rewards)):
+            values, logprobs, entropy = evaluate_sequence(
+                self.policy, input_ids[idx], attention_mask[idx], start
+            )
+            mask = episodes.response_mask[idx]
+            step_advantages = advantages[idx]  # (B,) one per sequence
+            value_loss = torch.zeros((), device=self.device)
+            if learned:
+                step_advantages, value_loss = self._learned_baseline(values, rewards[idx], mask)  # (B, T)
+            # The env's log-probs are the sampling policy's: the ratio is 1 on the first pass, where
+            # the clipped loss has exactly the REINFORCE gradient; later epochs stay in the trust region.
+            policy_loss, stats = clipped_policy_loss(
+                logprobs, episodes.logprobs[idx], step_advantages, mask, self.config.clip_range
+            )
+            grad_norm = self.step_optimizer(policy_loss + self.config.vf_coef * value_loss)
+            step_stats = {
+                "train/policy_loss": policy_loss.detach(),
+                "train/approx_kl": stats["approx_kl"],
+                "train/clip_fraction": stats["clip_fraction"],
+                "train/entropy": masked_mean(entropy.detach(), mask),
+                "train/grad_norm": grad_norm.detach(),
+            }
+            if learned:
+                step_stats["train/value_loss"] = value_loss.detach()
+            for key, value in step_stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            n_steps += 1
+        result = {key: value / n_steps for key, value in totals.items()}
+        result["train/baseline"] = baseline
+        result["train/advantage_std"] = advantages.std()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _extra_state(self) -> dict[str, Any]:
+        """What a checkpoint must carry beyond :class:`BaseAlgorithm`'s: the moving-average baseline."""
+        return {"reward_stats": self.reward_stats.state_dict(), "baseline": self.baseline.state_dict()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """:meth:`BaseAlgorithm.save`, plus the moving-average baseline.
+
+        BaseAlgorithm has no hook for algorithm-specific state yet, so this repeats its call with
+        :meth:`_extra_state` as the checkpoint's ``extra``.
+        """
+        policy = self.policy_class.__name__ if resolve_safe(self.policy_class) else None
+        save_checkpoint(
+            path,
+            algo_name=self.algo_name,
+            policy=self.policy,
+            optimizer=self.optimizer,
+            kl_controller_state=self.kl_controller.state_dict(),
+            rng_states=get_rng_state({"sampler": self.generator, "prompts": self._cpu_generator}),
+            counters={"num_timesteps": self.num_timesteps, "iteration": self.iteration},
+            config={
+                "algo": dataclasses.asdict(self.config),
+                "policy": policy,
+                "policy_kwargs": self.policy_kwargs,
+            },
+            extra=self._extra_state(),
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        env: Any,
+        device: str = "auto",
+        policy: str | type | None = None,
+        **kwargs: Any,
+    ) -> REINFORCE:
+        """:meth:`BaseAlgorithm.load`, plus the moving-average baseline (see :meth:`save`)."""
+        agent = super().load(path, env, device=device, policy=policy, **kwargs)
+        assert isinstance(agent, REINFORCE)
+        extra = load_checkpoint(path, expected_algo=cls.algo_name).extra
+        if "baseline" not in extra:
+            raise ValueError(
+                f"{path} has no REINFORCE baseline state; it was not written by REINFORCE.save, re-save it"
+            )
+        agent.baseline.load_state_dict(extra["baseline"])
+        return agent
