@@ -106,7 +106,7 @@ class AdaptiveKLController:
     ``1 ± 0.2 * n_steps / horizon``.
 
     Args:
-        init_kl_coef: starting coefficient (> 0).
+        init_kl_coef: starting coefficient (> 0: the update is multiplicative, so 0 would stay 0).
         target: KL per sequence (nats) to aim for (> 0), e.g. 6.0.
         horizon: samples over which a full proportional correction happens (> 0), e.g. 10000.
     """
@@ -155,7 +155,12 @@ class AdaptiveKLController:
 def make_kl_controller(
     kl_coef: float, target: float | None = None, horizon: float = 10000
 ) -> FixedKLController | AdaptiveKLController:
-    """A fixed controller, or an adaptive one starting at ``kl_coef`` when ``target`` is given."""
+    """A fixed controller, or an adaptive one starting at ``kl_coef`` when ``target`` is given.
+
+    Raises:
+        ValueError: a negative or non-finite ``kl_coef`` (or 0 with a ``target``), ``target`` or
+            ``horizon``.
+    """
     if target is None:
         return FixedKLController(kl_coef)
     return AdaptiveKLController(kl_coef, target, horizon)

@@ -71,6 +71,7 @@ def test_make_kl_controller():
     "build, message",
     [
         (lambda: FixedKLController(-0.1), "kl_coef=-0.1"),
+        (lambda: AdaptiveKLController(0.0, 6.0, 100), "init_kl_coef=0.0.*> 0"),
         (lambda: FixedKLController(float("inf")), "kl_coef=inf"),
         (lambda: AdaptiveKLController(0.1, -1.0, 100), "target=-1.0"),
         (lambda: AdaptiveKLController(0.1, 6.0, 0), "horizon=0"),
