@@ -157,3 +157,12 @@ def test_trains_from_a_causal_lm_checkpoint_path(policy, tokenizer, tmp_path):
     )  # fmt: skip
     assert result.model.config.num_labels == 1 and len(result.train_loss) == 1
     assert LearnedRewardModel(tmp_path / "rm").model.config.num_labels == 1
+
+
+def test_progress_bar_reports_epochs_and_loss(tokenizer, make_reward_model, capsys):
+    pairs = [PreferencePair("the film", " was great", " was awful")] * 4
+    result = train_reward_model(
+        make_reward_model(), tokenizer, pairs, eval_fraction=0.25, epochs=2, batch_size=3
+    )
+    out = capsys.readouterr().out
+    assert "reward model" in out and "epoch 2" in out and f"{result.train_loss[-1]:.4f}" in out
