@@ -143,16 +143,26 @@ class GenerationCore:
             logprobs: ``(B, T)`` policy log-probs already measured while stepping (the vector env
                 keeps them from its KV-cached forwards); computed here when None.
         """
-        start = self.prompt_length
-        response_mask = attention_mask[:, start:]  # (B, T)
+        response_ids = input_ids[:, self.prompt_length :]  # (B, T)
+        response_mask = attention_mask[:, self.prompt_length :]
+        # Columns of the prompt window that are padding in every row change nothing: skip them.
+        skip = leading_padding(attention_mask[:, : self.prompt_length])
+        input_ids, attention_mask = input_ids[:, skip:], attention_mask[:, skip:]
+        start = self.prompt_length - skip
         if logprobs is None:
             logprobs = sequence_logprobs(self.model, input_ids, attention_mask, start, self.temperature)
         ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
         kl = kl_penalty(logprobs, ref_logprobs, response_mask, estimator=self.kl_estimator)  # (B, T)
-        completions = self.decode(input_ids[:, start:], response_mask)
+        completions = self.decode(response_ids, response_mask)
         score = compute_rewards(self.reward_model, prompts, completions).to(self.device)  # (B,)
         reward = score - self.kl_coef * kl.sum(-1)
         return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions)
+
+
+def leading_padding(prompt_mask: torch.Tensor) -> int:
+    """How many leading columns of a left-padded ``(B, P)`` prompt block are padding in every row."""
+    used = prompt_mask.any(dim=0)  # (P,)
+    return int(used.int().argmax()) if bool(used.any()) else prompt_mask.shape[1]
 
 
 def check_settings(

@@ -36,6 +36,15 @@ def splice_rows(cache: Any, rows: torch.Tensor, prefill: Any) -> None:
         values[rows, :, -width:] = new_values.to(values.dtype)
 
 
+def prepend_empty_slots(cache: Any, n: int) -> None:
+    """Add ``n`` zero slots before every row's first slot (the caller masks them out)."""
+    if n <= 0:
+        return
+    for i, (keys, values) in enumerate(layer_tensors(cache)):
+        pad = keys.new_zeros(keys.shape[0], keys.shape[1], n, keys.shape[3])  # (B, H, n, D)
+        _set_layer(cache, i, torch.cat([pad, keys], dim=2), torch.cat([pad.clone(), values], dim=2))
+
+
 def drop_leading_slots(cache: Any, n: int) -> None:
     """Forget the first ``n`` time slots of every row (slots no row attends to any more)."""
     if n <= 0:

@@ -14,9 +14,9 @@ from gymnasium.vector.utils import batch_space
 from torch import nn
 
 from reward_models import RewardModel
-from textrl_env.core import GenerationCore
-from textrl_env.kv_cache import drop_leading_slots, splice_rows
-from textrl_env.logprobs import position_ids_from_mask
+from textrl_env.core import GenerationCore, leading_padding
+from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows
+from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask
 from textrl_env.models import ModelLike
 
 TensorObs = dict[str, torch.Tensor]
@@ -106,6 +106,8 @@ class TextGenerationVectorEnv(VectorEnv):
         self._cache_mask = torch.zeros((n, 0), dtype=torch.long, device=device_)
         self._next_pos = torch.zeros(n, dtype=torch.long, device=device_)
         self.next_token_logits = torch.zeros((n, self.core.vocab_size), device=device_)
+        # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
+        self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(self.core.model) else {}
         if policy_logits not in ("model", "external"):
             raise ValueError(f"policy_logits must be 'model' or 'external', got {policy_logits!r}")
         self.policy_logits = policy_logits
@@ -146,9 +148,6 @@ class TextGenerationVectorEnv(VectorEnv):
             self._row_rngs = [seeding.np_random(s)[0] for s in seeds]
         prompts = self._reset_prompts(options)
         self._cache = None
-        self._cache_mask = torch.zeros(
-            (self.num_envs, self.core.prompt_length), dtype=torch.long, device=self.core.device
-        )
         self._restart_rows(np.arange(self.num_envs), prompts)
         self._needs_reset[:] = False
         return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
@@ -175,7 +174,8 @@ class TextGenerationVectorEnv(VectorEnv):
         ended = (terminated | truncated).cpu().numpy()  # the one host sync per step
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.core.device)
         info = self._finish(ended, rewards) if ended.any() else {}
-        self._advance(actions, active & ~(terminated | truncated))
+        if (~restarting & ~ended).any():  # known on the host: skip the forward when no row goes on
+            self._advance(actions, active & ~(terminated | truncated))
         if restarting.any():
             self._restart_rows(np.flatnonzero(restarting))
         self._needs_reset = ended
@@ -292,7 +292,6 @@ class TextGenerationVectorEnv(VectorEnv):
             return
         used = self._cache_mask.any(dim=0)
         first = int(used.int().argmax())  # host sync, but only once per ~episode length of steps
-        first = min(first, width - self.core.prompt_length)  # a restart needs P slots to splice into
         drop_leading_slots(self._cache, first)
         self._cache_mask = self._cache_mask[:, first:]
 
@@ -315,18 +314,27 @@ class TextGenerationVectorEnv(VectorEnv):
         self._mask[rows, :p] = prompt_mask
         self._t[rows] = 0
         self._logprobs[rows] = 0.0
+        # Prefill only the columns some restarting row uses: padding in every row changes nothing.
+        width = p - leading_padding(prompt_mask)
+        prompt_ids, prompt_mask = prompt_ids[:, -width:], prompt_mask[:, -width:]  # (R, width)
         out = self.core.model(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=position_ids_from_mask(prompt_mask),
             use_cache=True,
+            **self._last_logits_only,
         )
         if self._cache is None:  # a full reset: the prefill is the whole cache
             self._cache = out.past_key_values
+            self._cache_mask = torch.zeros((self.num_envs, width), dtype=torch.long, device=self.core.device)
         else:
+            missing = width - self._cache_mask.shape[1]
+            if missing > 0:  # the new prompt is longer than the cache: give every row empty slots first
+                prepend_empty_slots(self._cache, missing)
+                self._cache_mask = torch.nn.functional.pad(self._cache_mask, (missing, 0))
             splice_rows(self._cache, rows, out.past_key_values)
         self._cache_mask[rows] = 0
-        self._cache_mask[rows, -p:] = prompt_mask
+        self._cache_mask[rows, -width:] = prompt_mask
         self._next_pos[rows] = prompt_mask.sum(-1)
         self.next_token_logits[rows] = out.logits[:, -1].float()
 

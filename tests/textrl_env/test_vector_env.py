@@ -123,3 +123,24 @@ def test_external_policy_logits_are_used_and_required() -> None:
         _, _, _, truncated, info = vec.step(torch.tensor([5, 6]))
     assert truncated.all()
     torch.testing.assert_close(info["logprobs"], torch.full((2, 3), -np.log(46.0)))
+
+
+def test_restart_with_a_prompt_longer_than_the_cache() -> None:
+    """Short prompts first (a 1-slot cache), then a row restarts with a long one: still exact."""
+    policy = build_tiny_lm()
+    kwargs = dict(tokenizer=build_char_tokenizer(), prompts=["the movie was long"], reward_model=length_reward,
+                  max_new_tokens=3, ref_model=perturbed(policy), kl_coef=0.5)  # fmt: skip
+    vec = TextGenerationVectorEnv(policy, num_envs=2, **kwargs)
+    single = TextGenerationEnv(policy, **kwargs)
+    vec.reset(options={"prompt": ["a", "a"]})  # the cache is 1 slot wide
+    _, _, terminated, _, _ = vec.step(torch.tensor([EOS, 5]))
+    assert terminated.tolist() == [True, False]
+    vec.step(torch.tensor([0, 6]))  # row 0 restarts from the env's only prompt, the long one
+    assert vec._row_prompts[0] == "the movie was long"
+    single.reset(options={"prompt": "the movie was long"})
+    for token in (7, 8, 9):
+        _, r_single, _, truncated_single, info_single = single.step(token)
+        _, r_vec, _, truncated_vec, info_vec = vec.step(torch.tensor([token, 5]))
+    assert truncated_single and bool(truncated_vec[0])
+    assert float(r_vec[0]) == pytest.approx(r_single, abs=1e-5)
+    np.testing.assert_allclose(info_vec["logprobs"][0].numpy(), info_single["logprobs"], atol=1e-5)
