@@ -18,6 +18,7 @@ import textrl_env  # noqa: F401  (registers the textrl/... ids)
 from agents.sb3 import TextRLSB3Policy
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationEnv
+from textrl_env.default_model import DEFAULT_MODEL_PATH
 from textrl_env.logprobs import position_ids_from_mask
 from textrl_env.space_registry import env_for_space, model_for_space
 
@@ -81,6 +82,26 @@ def test_sb3_ppo_raises_the_mean_episode_reward() -> None:
     assert any(not torch.equal(start[k], moved[k]) for k in start)
     ref = env.unwrapped.ref_model.state_dict()
     assert all(torch.equal(start[k], ref[k]) for k in start)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEFAULT_MODEL_PATH / "config.json").exists(), reason="default model not built")
+def test_sb3_ppo_on_sentiment_v0_with_the_default_model() -> None:
+    """The bare call on a registered id: the policy finds the embedded default model by itself."""
+    env = gym.make("textrl/Sentiment-v0", max_new_tokens=8)
+    eval_env = gym.make("textrl/Sentiment-v0", max_new_tokens=8, model=env.unwrapped.model,
+                        tokenizer=env.unwrapped.tokenizer)  # fmt: skip
+    eval_env.reset(seed=123)
+    ppo = make_ppo(env, n_steps=256, batch_size=64, n_epochs=4, learning_rate=3e-4)
+    assert ppo.policy.model is env.unwrapped.model
+
+    before, _ = evaluate_policy(ppo, eval_env, n_eval_episodes=100, deterministic=False, warn=False)
+    ppo.learn(total_timesteps=3072)
+    after, _ = evaluate_policy(ppo, eval_env, n_eval_episodes=100, deterministic=False, warn=False)
+
+    print(f"SB3 PPO on Sentiment-v0, mean episode reward (VADER - KL penalty): {before:.3f} -> {after:.3f}")
+    # Seeds 0-2 gave +0.28 to +0.33; a mean over 100 episodes has a std of about 0.05.
+    assert after - before >= 0.2, (before, after)
 
 
 def test_optimizer_holds_the_lm_and_the_value_head() -> None:
