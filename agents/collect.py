@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from agents.policies import sample_from_logits
 from textrl_env import TextGenerationVectorEnv
@@ -63,6 +64,22 @@ def collect_episodes(
         on_step: called after every env step; returning False stops collection (returns None).
         deterministic: greedy tokens instead of sampled ones.
     """
+    # One episode per row: rows that ended stay ended instead of starting episodes nobody keeps.
+    mode, env.autoreset_mode = env.autoreset_mode, AutoresetMode.DISABLED
+    try:
+        return _collect(env, prompts, act, generator, on_step, deterministic)
+    finally:
+        env.autoreset_mode = mode
+
+
+def _collect(
+    env: TextGenerationVectorEnv,
+    prompts: list[str],
+    act: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
+    generator: torch.Generator | None,
+    on_step: StepHook | None,
+    deterministic: bool,
+) -> Episodes | None:
     obs, _ = env.reset(options={"prompt": prompts})
     n, p, t = env.num_envs, env.prompt_length, env.max_new_tokens
     device = env.device

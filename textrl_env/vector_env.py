@@ -47,8 +47,9 @@ class TextGenerationVectorEnv(VectorEnv):
     entry marking the rows that ended this step.
 
     ## Episode End
-    Per row, as the single env. Autoreset mode ``NEXT_STEP``: the step after a row ended restarts
-    it with a new prompt, ignoring its action (reward 0, not terminated, not truncated).
+    Per row, as the single env. Autoreset mode ``NEXT_STEP`` (default): the step after a row ended
+    restarts it with a new prompt, ignoring its action (reward 0, not terminated, not truncated).
+    ``autoreset_mode="Disabled"``: an ended row stays ended until ``reset(options={"reset_mask": m})``.
 
     ## Arguments
     Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs`` and ``policy_logits``:
@@ -81,6 +82,7 @@ class TextGenerationVectorEnv(VectorEnv):
         ref_model: nn.Module | None = None,
         device: str | torch.device | None = None,
         policy_logits: str = "model",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
@@ -101,7 +103,10 @@ class TextGenerationVectorEnv(VectorEnv):
         self._rows = torch.arange(n, device=device_)
         self._row_prompts: list[str] = [""] * n
         self._row_rngs: list[np.random.Generator] | None = None
-        self._needs_reset = np.zeros(n, dtype=bool)
+        # Rows whose action the next step ignores: under NEXT_STEP those that ended last step (they
+        # restart), under DISABLED every row that ended and was not reset since.
+        self._idle = np.zeros(n, dtype=bool)
+        self.autoreset_mode = autoreset_mode
         self._cache: Any = None
         self._cache_mask = torch.zeros((n, 0), dtype=torch.long, device=device_)
         self._next_pos = torch.zeros(n, dtype=torch.long, device=device_)
@@ -137,20 +142,62 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
         self.core.kl_coef = float(value)
 
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        """``NEXT_STEP`` (default, as ``SyncVectorEnv``) or ``DISABLED``.
+
+        Under ``DISABLED`` a row that ended stays ended (its actions are ignored, its reward is 0)
+        until ``reset(options={"reset_mask": mask})`` restarts it: an agent that wants one episode
+        per row pays for no second episode it would throw away.
+        """
+        return self.metadata["autoreset_mode"]
+
+    @autoreset_mode.setter
+    def autoreset_mode(self, mode: AutoresetMode | str) -> None:
+        mode = AutoresetMode(mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise ValueError(
+                f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode}; SAME_STEP is not supported"
+            )
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[TensorObs, dict[str, Any]]:
-        """Restart every row. An int seed seeds row ``i`` with ``seed + i``, as ``SyncVectorEnv`` does."""
+        """Restart every row, or the rows of ``options["reset_mask"]`` (a bool array, as Gymnasium's).
+
+        An int seed seeds row ``i`` with ``seed + i``, as ``SyncVectorEnv`` does. ``options["prompt"]``
+        is one prompt for every row or a list with one per row.
+        """
+        options = dict(options or {})
+        mask = self._reset_mask(options.pop("reset_mask", None))
         super().reset(seed=seed if isinstance(seed, int) else None)
         seeds = self._row_seeds(seed)
         if seeds is not None or self._row_rngs is None:
-            seeds = seeds or [None] * self.num_envs
-            self._row_rngs = [seeding.np_random(s)[0] for s in seeds]
+            fresh = [seeding.np_random(s)[0] for s in (seeds or [None] * self.num_envs)]
+            self._row_rngs = fresh if self._row_rngs is None else [
+                new if reset else old for new, old, reset in zip(fresh, self._row_rngs, mask, strict=True)
+            ]  # fmt: skip
         prompts = self._reset_prompts(options)
-        self._cache = None
-        self._restart_rows(np.arange(self.num_envs), prompts)
-        self._needs_reset[:] = False
+        rows = np.flatnonzero(mask)
+        if self._cache is None or mask.all():
+            self._cache = None  # a full reset starts a fresh cache
+        self._restart_rows(rows, None if prompts is None else [prompts[i] for i in rows])
+        self._idle[rows] = False
         return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
+
+    def _reset_mask(self, mask: Any) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        mask = np.asarray(mask)
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(
+                f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with at least one True, "
+                f"got {mask!r}"
+            )
+        if self._cache is None and not mask.all():
+            raise RuntimeError("the first reset() must reset every row; drop options['reset_mask']")
+        return mask
 
     def step(
         self, actions: torch.Tensor | np.ndarray | Sequence[int]
@@ -158,8 +205,8 @@ class TextGenerationVectorEnv(VectorEnv):
         """Append one token per row; score the rows whose response ended."""
         if self._cache is None:
             raise RuntimeError("step() called before reset(); call envs.reset() first")
-        restarting = self._needs_reset.copy()
-        active = torch.as_tensor(~restarting, device=self.core.device)  # (N,)
+        idle = self._idle.copy()
+        active = torch.as_tensor(~idle, device=self.core.device)  # (N,)
         actions = self._check_actions(actions, active)
         slot = self._t.clamp(max=self.core.max_new_tokens - 1)  # (N,) response slot of this token
         column = self.core.prompt_length + slot
@@ -174,11 +221,14 @@ class TextGenerationVectorEnv(VectorEnv):
         ended = (terminated | truncated).cpu().numpy()  # the one host sync per step
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.core.device)
         info = self._finish(ended, rewards) if ended.any() else {}
-        if (~restarting & ~ended).any():  # known on the host: skip the forward when no row goes on
+        if (~idle & ~ended).any():  # known on the host: skip the forward when no row goes on
             self._advance(actions, active & ~(terminated | truncated))
-        if restarting.any():
-            self._restart_rows(np.flatnonzero(restarting))
-        self._needs_reset = ended
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            if idle.any():
+                self._restart_rows(np.flatnonzero(idle))
+            self._idle = ended
+        else:
+            self._idle = idle | ended
         obs = self._obs()  # rows that ended keep their final observation until the next step
         return obs, rewards, terminated, truncated, info
 
@@ -231,7 +281,7 @@ class TextGenerationVectorEnv(VectorEnv):
             torch._assert_async(
                 ~bad.any(), "textrl: an action is outside the vocabulary (0 <= id < vocab_size)"
             )
-        # Rows restarting this step ignore their action (NEXT_STEP autoreset); make it a harmless id.
+        # Idle rows (restarting, or ended under DISABLED) ignore their action; make it a harmless id.
         return torch.where(active, actions, self.core.pad_token_id)
 
     def _finish(self, ended: np.ndarray, rewards: torch.Tensor) -> dict[str, Any]:

@@ -144,3 +144,31 @@ def test_restart_with_a_prompt_longer_than_the_cache() -> None:
     assert truncated_single and bool(truncated_vec[0])
     assert float(r_vec[0]) == pytest.approx(r_single, abs=1e-5)
     np.testing.assert_allclose(info_vec["logprobs"][0].numpy(), info_single["logprobs"], atol=1e-5)
+
+
+def test_disabled_autoreset_keeps_ended_rows_and_resets_by_mask() -> None:
+    kwargs = dict(
+        tokenizer=build_char_tokenizer(), prompts=PROMPTS, reward_model=length_reward, max_new_tokens=3
+    )
+    off = TextGenerationVectorEnv(build_tiny_lm(), num_envs=3, autoreset_mode="Disabled", **kwargs)
+    assert off.metadata["autoreset_mode"] == gym.vector.AutoresetMode.DISABLED
+    assert TextGenerationVectorEnv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    off.reset(seed=1)
+    _, _, terminated, _, info = off.step(torch.tensor([EOS, 5, 6]))
+    assert terminated.tolist() == [True, False, False] and info["_score"].tolist() == [True, False, False]
+    ended = off._obs()
+    obs, rewards, terminated, truncated, info = off.step(
+        torch.tensor([10_000, 8, EOS])
+    )  # row 0's action ignored
+    assert rewards[0] == 0 and terminated.tolist() == [False, False, True] and not truncated.any()
+    torch.testing.assert_close(obs["input_ids"][0], ended["input_ids"][0])  # row 0 stays as it ended
+    _, _, _, truncated, info = off.step(torch.tensor([5, 9, 5]))
+    assert truncated.tolist() == [False, True, False] and info["_score"].tolist() == [False, True, False]
+    obs, rewards, terminated, truncated, info = off.step(torch.tensor([5, 5, 5]))  # every row has ended
+    assert not info and not rewards.any() and not terminated.any() and not truncated.any()
+    obs, _ = off.reset(options={"reset_mask": np.array([True, False, False]), "prompt": "bb"})
+    assert off._row_prompts[0] == "bb" and obs["attention_mask"][0, off.prompt_length :].sum() == 0
+    _, _, terminated, _, info = off.step(torch.tensor([EOS, 5, 5]))
+    assert terminated.tolist() == [True, False, False] and info["prompt"][0] == "bb"
+    with pytest.raises(ValueError, match="reset_mask"):
+        off.reset(options={"reset_mask": np.array([1, 0, 0])})
