@@ -25,6 +25,7 @@ from agents.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, s
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig
 from agents.logger import Logger
+from agents.lora import use_adapter_off_reference
 from agents.policies import LMPolicy, check_policy_vocab, resolve_policy
 from reward_models.kl_control import make_kl_controller
 from reward_models.shaping import RunningMeanStd, missing_eos_penalty
@@ -134,6 +135,8 @@ class BaseAlgorithm:
         vocab = getattr(self.policy, "vocab_size", None)
         if vocab is not None:
             check_policy_vocab(int(vocab), self.env.single_action_space.n)
+        if getattr(self.policy, "has_lora", False):
+            use_adapter_off_reference(self.env, self.policy)
         self._env_logits = shares_env_logits(self.policy, self.env)
         self.env.policy_logits = "model" if self._env_logits else "external"
         params = [p for p in self.policy.parameters() if p.requires_grad]
