@@ -4,7 +4,7 @@ The default model starts out as likely to write a negative review as a positive 
 ``k`` completions per review opener, scores each with VADER sentiment minus a KL penalty to the
 starting model, and pushes the policy toward the completions that beat their siblings' mean.
 
-    python examples/quickstart.py                  # ~2 minutes on a laptop CPU
+    python examples/quickstart.py                  # about 1-2 minutes on a laptop CPU
     python examples/quickstart.py --timesteps 2000 # a smoke run
 
 Ends with a before/after table on held-out openers the agent never trained on, and saves a
@@ -28,7 +28,7 @@ from textrl_env.default_model import HELDOUT_SENTIMENT_PROMPTS
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=32 * 16 * 60, help="env steps x rows to train for")
+    parser.add_argument("--timesteps", type=int, default=32 * 16 * 40, help="env steps x rows to train for")
     parser.add_argument("--num-envs", type=int, default=32, help="rows of the vector env (prompts x k)")
     parser.add_argument("--k", type=int, default=4, help="completions per prompt")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -51,7 +51,7 @@ def comparison_table(before: Evaluation, after: Evaluation, n_examples: int = 6)
     samples.add_column("prompt", style="bold")
     samples.add_column("before")
     samples.add_column("after")
-    for i in range(min(n_examples, len(before.prompts))):
+    for i in range(0, min(4 * n_examples, len(before.prompts)), 4):  # one sample of each of the first prompts
         samples.add_row(
             before.prompts[i],
             f"{before.completions[i]} [dim]({before.scores[i]:+.2f})[/dim]",
@@ -81,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> Evaluation:
         verbose=0,
     )
     prompts = list(HELDOUT_SENTIMENT_PROMPTS)
-    before = agent.evaluate(prompts, n_samples=2)
+    before = agent.evaluate(prompts, n_samples=4)
     agent.learn(total_timesteps=args.timesteps, progress_bar=True)
-    after = agent.evaluate(prompts, n_samples=2)
+    after = agent.evaluate(prompts, n_samples=4)
     agent.save(args.out / "rloo")
     for table in comparison_table(before, after):
         console.print(table)

@@ -25,7 +25,7 @@ def test_quickstart_smoke(tmp_path: Path, capsys) -> None:
     after = quickstart.main(["--timesteps", "64", "--num-envs", "8", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "before training" in out and "after training" in out and "Sample completions" in out
-    assert len(after.completions) == 2 * 16
+    assert len(after.completions) == 4 * 16
     assert (tmp_path / "progress.csv").exists()
     envs = gym.make_vec("textrl/Sentiment-v0", num_envs=8, vectorization_mode="vector_entry_point")
     resumed = RLOO.load(tmp_path / "rloo", env=envs, verbose=0)
