@@ -35,7 +35,7 @@ from textrl_env import TextGenerationEnv, TextGenerationVectorEnv
 def as_vector_env(env: Any, n_envs: int, device: str) -> TextGenerationVectorEnv:
     """The native vector env behind ``env`` (an id string is made with ``n_envs`` rows)."""
     if isinstance(env, str):
-        kwargs = {} if device == "auto" else {"device": device}
+        kwargs: dict[str, Any] = {} if device == "auto" else {"device": device}
         env = gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
     inner = getattr(env, "unwrapped", env)
     if isinstance(inner, TextGenerationVectorEnv):
@@ -54,7 +54,8 @@ def shares_env_logits(policy: Any, env: TextGenerationVectorEnv) -> bool:
     """True when the policy's logits are exactly the env model's, so the env's forward can be reused."""
     if not isinstance(policy, LMPolicy) or type(policy).forward is not LMPolicy.forward:
         return False
-    model = policy.model.get_base_model() if hasattr(policy.model, "get_base_model") else policy.model
+    model: Any = policy.model
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
     return model is env.model and policy.temperature == env.temperature
 
 
@@ -134,7 +135,7 @@ class BaseAlgorithm:
         ).to(self.device)
         vocab = getattr(self.policy, "vocab_size", None)
         if vocab is not None:
-            check_policy_vocab(int(vocab), self.env.single_action_space.n)
+            check_policy_vocab(int(vocab), int(self.env.single_action_space.n))  # type: ignore[attr-defined]
         if getattr(self.policy, "has_lora", False):
             use_adapter_off_reference(self.env, self.policy)
         self._env_logits = shares_env_logits(self.policy, self.env)

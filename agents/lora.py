@@ -21,6 +21,7 @@ class AdapterOffReference(nn.Module):
         super().__init__()
         if not hasattr(peft_model, "disable_adapter"):
             raise TypeError(f"expected a peft model with disable_adapter(), got {type(peft_model).__name__}")
+        self._peft_model: Any
         object.__setattr__(self, "_peft_model", peft_model)
 
     def get_base_model(self) -> nn.Module:
@@ -33,6 +34,6 @@ class AdapterOffReference(nn.Module):
             return self._peft_model(**kwargs)
 
 
-def use_adapter_off_reference(env: Any, policy: nn.Module) -> None:
+def use_adapter_off_reference(env: Any, policy: Any) -> None:
     """Make a LoRA ``policy``'s adapter-off model the env's KL reference, releasing the env's copy."""
     env.core.ref_model = AdapterOffReference(policy.model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from gymnasium import spaces
 from torch import nn
 
 from reward_models import RewardModel, compute_rewards, kl_penalty
-from reward_models.shaping import KL_ESTIMATORS
+from reward_models.shaping import KL_ESTIMATORS, KLEstimator
 from textrl_env.logprobs import sequence_logprobs
 from textrl_env.models import (
     ModelLike,
@@ -53,7 +53,7 @@ class GenerationCore:
         model: ModelLike,
         tokenizer: Any,
         prompts: Sequence[str],
-        reward_model: RewardModel,
+        reward_model: RewardModel | None,
         kl_coef: float,
         kl_estimator: str,
         max_new_tokens: int,
@@ -67,9 +67,9 @@ class GenerationCore:
         self.device = next(self.model.parameters()).device
         self.ref_model = frozen_copy(self.model) if ref_model is None else ref_model.to(self.device).eval()
         self.ref_model.requires_grad_(False)
-        self.reward_model = reward_model
+        self.reward_model: RewardModel = reward_model  # type: ignore[assignment]  # checked callable above
         self.kl_coef = float(kl_coef)
-        self.kl_estimator = kl_estimator
+        self.kl_estimator = cast(KLEstimator, kl_estimator)  # validated by check_settings
         self.temperature = float(temperature)
         self.max_new_tokens = int(max_new_tokens)
         self.vocab_size = model_vocab_size(self.model)

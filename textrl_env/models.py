@@ -61,10 +61,11 @@ def load_model_and_tokenizer(
 
 def model_vocab_size(model: nn.Module) -> int:
     """Number of logits the model emits per position."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    module: Any = model  # transformers models are duck-typed here
+    head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
     if head is not None and hasattr(head, "out_features"):
         return int(head.out_features)
-    return int(model.config.vocab_size)
+    return int(module.config.vocab_size)
 
 
 def check_tokenizer(tokenizer: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -96,7 +96,7 @@ class TextGenerationEnv(gym.Env[ObsType, np.int64]):
         )  # fmt: skip
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(self.core.vocab_size)
-        self.observation_space = self.core.observation_space()
+        self.observation_space = cast(spaces.Space[ObsType], self.core.observation_space())
         # So stable_baselines3.PPO(TextRLSB3Policy, env), given only this space, can find `model`.
         register_space(self.observation_space, self)
         self._ids = np.zeros(self.core.seq_length, dtype=np.int64)
