@@ -18,6 +18,10 @@ BUILTIN_ENVS: dict[str, tuple[str, str]] = {
         "textrl_env.tasks.arithmetic:ArithmeticEnv",
         "textrl_env.tasks.arithmetic:ArithmeticVectorEnv",
     ),
+    "textrl/Preference-v0": (
+        "textrl_env.tasks.preference:PreferenceEnv",
+        "textrl_env.tasks.preference:PreferenceVectorEnv",
+    ),
 }
 
 

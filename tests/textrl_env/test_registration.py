@@ -20,6 +20,7 @@ from textrl_env.default_model import DEFAULT_MODEL_PATH
 ID_KWARGS: dict[str, dict] = {
     "textrl/Sentiment-v0": {},
     "textrl/Arithmetic-v0": {},
+    "textrl/Preference-v0": {},
     "textrl/TextGeneration-v0": {
         "model": str(DEFAULT_MODEL_PATH),
         "prompts": ["the plot was", "i thought the film"],
@@ -31,8 +32,7 @@ TEXTRL_IDS = sorted(k for k in gym.registry if k.startswith("textrl/"))
 
 
 def test_every_registered_id_is_covered() -> None:
-    assert set(ID_KWARGS) <= set(TEXTRL_IDS)
-    assert set(TEXTRL_IDS) - set(ID_KWARGS) <= {"textrl/Preference-v0"}  # has its own test module
+    assert set(ID_KWARGS) == set(TEXTRL_IDS)
 
 
 @pytest.mark.parametrize("env_id", sorted(ID_KWARGS))
