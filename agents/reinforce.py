@@ -173,9 +173,10 @@ class REINFORCE(BaseAlgorithm):
             for key, value in step_stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             n_steps += 1
-        result = {key: value / n_steps for key, value in totals.items()}
-        result["train/baseline"] = baseline
-        result["train/advantage_std"] = advantages.std()
+        result: dict[str, Any] = {key: value / n_steps for key, value in totals.items()}
+        if not learned:  # a learned baseline's advantages are per token, logged through value_loss
+            result["train/baseline"] = baseline
+            result["train/advantage_std"] = advantages.std()
         return result
 
     # ------------------------------------------------------------------ checkpoints
