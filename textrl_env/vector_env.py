@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,6 +118,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"policy_logits must be 'model' or 'external', got {policy_logits!r}")
         self.policy_logits = policy_logits
         self._handed_logits: torch.Tensor | None = None
+        self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
 
     model = property(lambda self: self.core.model)
     ref_model = property(lambda self: self.core.ref_model)
@@ -321,19 +323,41 @@ class TextGenerationVectorEnv(VectorEnv):
         """One cached forward of the new token of every continuing row; others add a masked slot."""
         tokens = torch.where(continuing, actions, self.core.pad_token_id).unsqueeze(1)  # (N, 1)
         self._cache_mask = torch.cat([self._cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
-        out = self.core.model(
-            input_ids=tokens,
-            attention_mask=self._cache_mask,
-            position_ids=self._next_pos.unsqueeze(1),
-            past_key_values=self._cache,
-            use_cache=True,
-        )
+        inputs = {"input_ids": tokens, "position_ids": self._next_pos.unsqueeze(1), "use_cache": True}
+        if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
+            self._mask_4d = self._check_mask_4d(inputs)
+        # One query token attends to the cache slots its mask allows: that is the whole 4D mask,
+        # so the model need not rebuild it from the 2D mask every step.
+        mask = (
+            self._cache_mask.bool()[:, None, None, :] if self._mask_4d else self._cache_mask
+        )  # (N, 1, 1, S + 1)
+        out = self.core.model(**inputs, attention_mask=mask, past_key_values=self._cache)
         self._cache = out.past_key_values
         self.next_token_logits = torch.where(
             continuing.unsqueeze(1), out.logits[:, -1].float(), self.next_token_logits
         )
         self._next_pos += continuing.long()
         self._compact()
+
+    def _check_mask_4d(self, inputs: dict[str, Any]) -> bool:
+        """Whether the model gives the same logits for a ready boolean 4D mask as for the 2D one.
+
+        transformers passes a 4D mask through unchanged; attention kernels that read it as a
+        boolean keep-mask (SDPA) then skip rebuilding it each step. Checked once on a copy of the
+        cache, so a model that reads masks differently just keeps the 2D path.
+        """
+        if getattr(self.core.model.config, "_attn_implementation", None) != "sdpa":
+            return False
+        try:
+            copy_2d, copy_4d = copy.deepcopy(self._cache), copy.deepcopy(self._cache)
+            reference = self.core.model(
+                **inputs, attention_mask=self._cache_mask, past_key_values=copy_2d
+            ).logits
+            mask = self._cache_mask.bool()[:, None, None, :]
+            candidate = self.core.model(**inputs, attention_mask=mask, past_key_values=copy_4d).logits
+        except (RuntimeError, ValueError, TypeError):
+            return False
+        return bool(torch.equal(reference, candidate))
 
     def _compact(self) -> None:
         """Drop cache slots no row attends to, so the cache stays about one episode long."""
