@@ -20,11 +20,14 @@ from agents.config import AlgoConfig
 from agents.logger import Logger
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
 from agents.policies import POLICY_ALIASES, BasePolicy, LMActorCriticPolicy, LMPolicy, resolve_policy
+from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rloo import RLOO, RLOOConfig
 from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos
+from agents.sb3 import TextRLSB3Policy
 
 __all__ = [
     "POLICY_ALIASES",
+    "REINFORCE",
     "RLOO",
     "AlgoConfig",
     "BaseAlgorithm",
@@ -38,9 +41,11 @@ __all__ = [
     "Logger",
     "MovingAverageBaseline",
     "ProgressBarCallback",
+    "REINFORCEConfig",
     "RLOOConfig",
     "RolloutBatch",
     "RolloutBuffer",
+    "TextRLSB3Policy",
     "clipped_policy_loss",
     "clipped_value_loss",
     "discounted_returns",

@@ -52,7 +52,10 @@ def as_vector_env(env: Any, n_envs: int, device: str) -> TextGenerationVectorEnv
 
 def shares_env_logits(policy: Any, env: TextGenerationVectorEnv) -> bool:
     """True when the policy's logits are exactly the env model's, so the env's forward can be reused."""
-    if not isinstance(policy, LMPolicy) or type(policy).forward is not LMPolicy.forward:
+    overridden = type(policy).forward is not LMPolicy.forward or (
+        type(policy).sequence_logprobs is not LMPolicy.sequence_logprobs
+    )
+    if not isinstance(policy, LMPolicy) or overridden:
         return False
     model: Any = policy.model
     model = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -125,7 +128,18 @@ class BaseAlgorithm:
             )
         self.device = self.env.device
         self._check_batch(self.env.num_envs)
+        # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
+        # weights are initialised from the global RNG.
+        self.generator = torch.Generator(device=self.device)
+        self.seed = seed
+        if seed is not None:
+            self.set_random_seed(seed)
         self.policy_class = resolve_policy(policy)
+        if not issubclass(self.policy_class, torch.nn.Module):
+            raise TypeError(
+                f"policy class {self.policy_class.__name__} must be a torch.nn.Module (the agent trains its "
+                "parameters); subclass agents.policies.BasePolicy or LMPolicy"
+            )
         self.policy_kwargs = dict(policy_kwargs or {})
         self.policy = self.policy_class(
             self.env.model,
@@ -148,10 +162,6 @@ class BaseAlgorithm:
         )
         self.env.kl_coef = self.kl_controller.value
         self.reward_stats = RunningMeanStd()
-        self.generator = torch.Generator(device=self.device)
-        self.seed = seed
-        if seed is not None:
-            self.set_random_seed(seed)
         self.verbose = verbose
         self.tensorboard_log = tensorboard_log
         self.logger = Logger(tensorboard_log, quiet=verbose == 0)

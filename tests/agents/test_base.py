@@ -101,3 +101,22 @@ def test_evaluate_leaves_training_streams_untouched() -> None:
     assert len(result.completions) == 9 and result.scores.shape == (9,)
     assert result.scores.tolist() == pytest.approx(a_fraction(result.prompts, result.completions))
     assert torch.equal(agent.generator.get_state(), state)
+
+
+def test_seed_makes_freshly_initialised_policy_weights_reproducible() -> None:
+    kwargs = dict(k=4, seed=5, verbose=0, policy_kwargs={"value_head_init_std": 0.5})
+    a = RLOO("LMActorCriticPolicy", make_env(8), **kwargs)
+    b = RLOO("LMActorCriticPolicy", make_env(8), **kwargs)
+    assert torch.equal(a.policy.value_head.weight, b.policy.value_head.weight)
+    assert a.policy.value_head.weight.abs().sum() > 0
+
+
+def test_policy_class_must_be_a_module() -> None:
+    class NotAModule:
+        def forward(self, obs): ...
+        def act(self, obs): ...
+        def evaluate_actions(self, obs, actions): ...
+        def predict_values(self, obs): ...
+
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        RLOO(NotAModule, make_env(8), verbose=0)
