@@ -142,7 +142,16 @@ class LearnedRewardModel:
         self.model.to(self.device)
         self.model.eval()  # dropout off: a reward must not be noisy
         self.batch_size = batch_size
-        self.max_length = max_length
+        # Longer inputs would index past the position embeddings of a small model: keep the tail.
+        limit = next(
+            (
+                v
+                for k in ("n_positions", "max_position_embeddings")
+                if isinstance(v := getattr(self.model.config, k, None), int)
+            ),
+            None,
+        )
+        self.max_length = min(max_length, limit) if limit else max_length
         self.separator = separator if separator is not None else str(saved.get("separator", ""))
         self.append_eos = append_eos if append_eos is not None else bool(saved.get("append_eos", True))
         self.gain = 1.0

@@ -134,3 +134,18 @@ def test_scores_on_cuda_match_cpu(tokenizer, make_reward_model):
     on_gpu = LearnedRewardModel(model, tokenizer, device="cuda")
     assert next(model.parameters()).is_cuda
     torch.testing.assert_close(on_gpu(PROMPTS, COMPLETIONS), on_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_max_length_is_capped_at_the_model_positions() -> None:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from reward_models import LearnedRewardModel
+    from tests.conftest import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=16, n_positions=16, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    reward = LearnedRewardModel(GPT2ForSequenceClassification(config), tokenizer, max_length=512)
+    assert reward.max_length == 16
+    scores = reward(["a long prompt that is"], ["longer than sixteen characters"])  # must not index past 16
+    assert len(scores) == 1
