@@ -21,14 +21,9 @@ from transformers import (
 import textrl_env  # noqa: F401  (registers the ids)
 from reward_models import LearnedRewardModel, SentimentReward, read_preferences
 from tests.conftest import BOS, CHARS, EOS, PAD, build_char_tokenizer
-from textrl_env.default_model import DEFAULT_MODEL_PATH, SENTIMENT_PROMPTS
+from textrl_env.default_model import DEFAULT_MODEL_PATH, DEFAULT_REWARD_MODEL_PATH, SENTIMENT_PROMPTS
 from textrl_env.default_model.build_reward_model import main as build_main
-from textrl_env.tasks.preference import (
-    DEFAULT_REWARD_MODEL_PATH,
-    PreferenceEnv,
-    PreferenceVectorEnv,
-    sample_completions,
-)
+from textrl_env.tasks.preference import PreferenceEnv, PreferenceVectorEnv, sample_completions
 
 # Clearly positive and clearly negative endings of review openers, written by hand (not sampled).
 POSITIVE = [

@@ -32,9 +32,13 @@ DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL_ID: str = str(DEFAULT_MODEL_PATH)
 """``DEFAULT_MODEL_PATH`` as a string, for ``from_pretrained`` and for ``model=`` arguments."""
 
+DEFAULT_REWARD_MODEL_PATH: Path = Path(__file__).resolve().parent / "reward_model"
+"""Folder of the shipped reward model of ``textrl/Preference-v0`` (built by ``build_reward_model``)."""
+
 __all__ = [
     "DEFAULT_MODEL_ID",
     "DEFAULT_MODEL_PATH",
+    "DEFAULT_REWARD_MODEL_PATH",
     "HELDOUT_SENTIMENT_PROMPTS",
     "SENTIMENT_PROMPTS",
     "arithmetic_answer",

@@ -43,8 +43,13 @@ from transformers import (
 
 from reward_models import SentimentReward, generate_preference_pairs, train_reward_model, write_preferences
 from reward_models.learned import save_atomically
-from textrl_env.default_model import DEFAULT_MODEL_PATH, HELDOUT_SENTIMENT_PROMPTS, SENTIMENT_PROMPTS
-from textrl_env.tasks.preference import DEFAULT_REWARD_MODEL_PATH, sample_completions
+from textrl_env.default_model import (
+    DEFAULT_MODEL_PATH,
+    DEFAULT_REWARD_MODEL_PATH,
+    HELDOUT_SENTIMENT_PROMPTS,
+    SENTIMENT_PROMPTS,
+)
+from textrl_env.tasks.preference import sample_completions
 
 TARGET_ACCURACY = 0.85  # held-out pairs ranked as VADER ranks them
 console = Console()

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from reward_models import LearnedRewardModel
+from textrl_env.default_model import DEFAULT_REWARD_MODEL_PATH
 from textrl_env.text_env import TextGenerationEnv
 from textrl_env.vector_env import TextGenerationVectorEnv
 
-DEFAULT_REWARD_MODEL_PATH: Path = Path(__file__).resolve().parents[1] / "default_model" / "reward_model"
 """Folder of the shipped reward model (``config.json``, ``model.safetensors``, tokenizer, ...)."""
 
 BUILD_COMMAND = "python -m textrl_env.default_model.build_reward_model --out DIR"
