@@ -139,12 +139,13 @@ class StepRecorder:
         return self.last
 
 
-def step_breakdown(step_s: list[tuple[float, float]], clock: str) -> dict[str, float]:
-    """Milliseconds per step early and late in the response, and of the final (scoring) step.
+def step_breakdown(step_s: list[tuple[float, float]], clock: str, total_s: float) -> dict[str, float]:
+    """Where one rollout's ``total_s`` went: the env's steps, its final step, and the rest.
 
     The final step also scores every row (reference forward over the whole sequence, decoding,
-    the reward), so it is reported on its own; "first"/"last" are medians over the first and the
-    last tenth (at least one step) of the other steps.
+    the reward), so it is reported on its own. ``first``/``last`` are median ms per step over the
+    first and the last tenth (at least one step) of the other steps. ``outside_steps_s`` is the
+    time outside ``env.step``: the reset (prefill) and the sampler's work on the logits.
     """
     index = 1 if clock == "cpu" else 0
     decode = [s[index] for s in step_s[:-1]]
@@ -153,7 +154,8 @@ def step_breakdown(step_s: list[tuple[float, float]], clock: str) -> dict[str, f
         "first_tenth_ms_per_step": 1e3 * median(decode[:tenth]) if decode else float("nan"),
         "last_tenth_ms_per_step": 1e3 * median(decode[-tenth:]) if decode else float("nan"),
         "decode_s": sum(decode),
-        "final_step_ms": 1e3 * step_s[-1][index],
+        "final_step_s": step_s[-1][index],
+        "outside_steps_s": total_s - sum(s[index] for s in step_s),
     }
 
 
@@ -239,7 +241,8 @@ class Point:
         wall, cpu, tokens = time_it(lambda: native_rollout(recorder, self.length, self.generator), self.cuda)  # type: ignore[arg-type]
         assert tokens == self.batch * self.length
         if recorder.step_s:
-            self.breakdowns.append(step_breakdown(recorder.step_s, self.clock))
+            total = cpu if self.clock == "cpu" else wall
+            self.breakdowns.append(step_breakdown(recorder.step_s, self.clock, total))
         self.times["rollout"]["wall"].append(wall)
         self.times["rollout"]["cpu"].append(cpu)
         agent, episodes = self.agent, self.episodes
@@ -309,13 +312,38 @@ def length_ratio(points: list[dict[str, Any]], batch: int, long: int, short: int
     for side in ("rollout", "update"):
         a, b = by_length[long][side], by_length[short][side]
         out[side] = a["median_s"] / b["median_s"] if a and b else None
+    steps_long, steps_short = by_length[long]["rollout_steps"], by_length[short]["rollout_steps"]
+    out["rollout_parts"] = None
+    if steps_long and steps_short:  # the same ratio for each part of the rollout (CPU only)
+        parts = ("decode_s", "final_step_s", "outside_steps_s")
+        out["rollout_parts"] = {key: steps_long[key] / steps_short[key] for key in parts}
     return out
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the tracked files that differed from it (the checkout may be shared)."""
+    import subprocess
+
+    from benchmarks.common import REPO_ROOT
+
+    def git(*cmd: str) -> str:
+        try:
+            done = subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "modified": git("diff", "--name-only", "HEAD").split(),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    code = code_version()  # at start: the modules measured are the ones imported now
     torch.set_num_threads(args.threads)
     window = task_prompt_window()
     n_positions = max([*args.lengths, args.fixed_length]) + window
@@ -338,6 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": vars(args) | {"n_positions": n_positions, "prompt_window": window},
         "model": model,
         "machine": machine_info(args.device),
+        "code": code,
         "clock": args.clock,
         "points": records,
         "ratio_512_64": length_ratio(records, args.fixed_batch, 512, 64),
@@ -444,32 +473,37 @@ def report(result: dict[str, Any]) -> None:
     if sweep:
         rows = []
         for p in sorted(sweep, key=lambda p: p["length"]):
-            steps, total = p["rollout_steps"], p["rollout"]["median_s"]
+            steps = p["rollout_steps"]
             rows.append(
                 [
                     p["length"],
-                    fmt(p["rollout"]["ms_per_step"], ".3f"),
                     fmt(steps["first_tenth_ms_per_step"], ".3f"),
                     fmt(steps["last_tenth_ms_per_step"], ".3f"),
-                    fmt(steps["final_step_ms"], ".1f"),
-                    fmt(100 * steps["final_step_ms"] / 1e3 / total, ".0f"),
+                    fmt(1e3 * steps["decode_s"] / max(1, p["length"] - 1), ".3f"),
+                    fmt(steps["decode_s"], ".4f"),
+                    fmt(steps["final_step_s"], ".4f"),
+                    fmt(steps["outside_steps_s"], ".4f"),
+                    fmt(p["rollout"]["median_s"], ".4f"),
                 ]
             )
         print_table(
-            f"Where the rollout time goes, batch {s['fixed_batch']} ({result['clock']} clock, ms)",
+            f"Where the rollout time goes, batch {s['fixed_batch']} ({result['clock']} clock, medians)",
             [
                 "length",
-                "all ms/step",
                 "first 10% ms/step",
                 "last 10% ms/step",
-                "final step ms",
-                "final step %",
+                "mean ms/step",
+                "steps s",
+                "final step s",
+                "outside s",
+                "rollout s",
             ],
             rows,
         )
         print(
-            "The final step also scores every row: a teacher-forced reference forward over prompt + response, "
-            "decoding and the reward."
+            "steps = env.step before the last; final step = the last env.step, which also scores every row "
+            "(teacher-forced reference forward over prompt + response, decoding, reward); outside = reset "
+            "(prefill) and sampling, outside env.step."
         )
     for key in ("ratio_512_64", "ratio_longest_shortest"):
         ratio = result[key]
@@ -483,6 +517,12 @@ def report(result: dict[str, Any]) -> None:
             f"{ratio['rollout']:.2f}x for {ratio['token_ratio']:.0f}x the tokens{verdict}; "
             f"update: {fmt(ratio['update'], '.2f')}x"
         )
+        if ratio["rollout_parts"]:
+            parts = ratio["rollout_parts"]
+            print(
+                f"  by part: steps {parts['decode_s']:.2f}x, final (scoring) step {parts['final_step_s']:.2f}x, "
+                f"outside env.step {parts['outside_steps_s']:.2f}x"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
