@@ -20,6 +20,7 @@ from agents.config import AlgoConfig
 from agents.logger import Logger
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
 from agents.policies import POLICY_ALIASES, BasePolicy, LMActorCriticPolicy, LMPolicy, resolve_policy
+from agents.ppo import PPO, PPOConfig
 from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rloo import RLOO, RLOOConfig
 from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos
@@ -27,6 +28,7 @@ from agents.sb3 import TextRLSB3Policy
 
 __all__ = [
     "POLICY_ALIASES",
+    "PPO",
     "REINFORCE",
     "RLOO",
     "AlgoConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "LMPolicy",
     "Logger",
     "MovingAverageBaseline",
+    "PPOConfig",
     "ProgressBarCallback",
     "REINFORCEConfig",
     "RLOOConfig",

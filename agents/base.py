@@ -372,8 +372,16 @@ class BaseAlgorithm:
                 "policy": policy,
                 "policy_kwargs": self.policy_kwargs,
             },
-            extra={"reward_stats": self.reward_stats.state_dict()},
+            extra=self._extra_state(),
         )
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Algorithm state a checkpoint carries beyond the shared one; subclasses add theirs."""
+        return {"reward_stats": self.reward_stats.state_dict()}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` saved."""
+        self.reward_stats.load_state_dict(extra["reward_stats"])
 
     @classmethod
     def load(
@@ -407,7 +415,7 @@ class BaseAlgorithm:
         if checkpoint.kl_controller_state is not None:
             agent.kl_controller.load_state_dict(checkpoint.kl_controller_state)
             agent.env.kl_coef = agent.kl_controller.value
-        agent.reward_stats.load_state_dict(checkpoint.extra["reward_stats"])
+        agent._load_extra_state(checkpoint.extra)
         set_rng_state(checkpoint.rng_states, {"sampler": agent.generator, "prompts": agent._cpu_generator})
         agent.num_timesteps = int(checkpoint.counters["num_timesteps"])
         agent.iteration = int(checkpoint.counters["iteration"])

@@ -407,6 +407,15 @@ class LMActorCriticPolicy(LMPolicy):
         return values, logprobs, token_entropy(logits, self.temperature) * mask
 
 
+def has_values(policy: Any) -> bool:
+    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
+    if hasattr(policy, "sequence_values"):
+        return True
+    if isinstance(policy, BasePolicy):
+        return type(policy).predict_values is not BasePolicy.predict_values
+    return True  # a protocol-only policy is checked when its first values come back
+
+
 POLICY_ALIASES: dict[str, type[nn.Module]] = {
     "LMPolicy": LMPolicy,
     "LMActorCriticPolicy": LMActorCriticPolicy,

@@ -24,7 +24,7 @@ from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
 from agents.config import AlgoConfig
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
-from agents.policies import BasePolicy
+from agents.policies import has_values
 from reward_models.shaping import shaped_rewards, whiten
 
 
@@ -73,15 +73,6 @@ class PPOConfig(AlgoConfig):
                 raise ValueError(f"{name} must be None (off) or a finite number > 0, got {value!r}")
 
 
-def _has_values(policy: Any) -> bool:
-    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
-    if hasattr(policy, "sequence_values"):
-        return True
-    if isinstance(policy, BasePolicy):
-        return type(policy).predict_values is not BasePolicy.predict_values
-    return True  # a protocol-only policy is checked when its first values come back
-
-
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``1 - Var(returns - values) / Var(returns)`` over response tokens (SB3's; NaN when returns are constant).
 
@@ -116,7 +107,7 @@ class PPO(BaseAlgorithm):
 
     def __init__(self, policy: str | type, env: Any, **kwargs: Any) -> None:
         super().__init__(policy, env, **kwargs)
-        if not _has_values(self.policy):
+        if not has_values(self.policy):
             raise ValueError(
                 f"PPO needs a policy with a value head, but {type(self.policy).__name__} has none; "
                 "use PPO('LMActorCriticPolicy', env, ...) (or RLOO / REINFORCE, which need no critic)"

@@ -15,21 +15,18 @@ variance. Read top to bottom: config, baseline, update, checkpoints.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from agents.advantages import MovingAverageBaseline
-from agents.base import BaseAlgorithm, evaluate_sequence, resolve_safe
-from agents.checkpoint import get_rng_state, load_checkpoint, save_checkpoint
+from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
 from agents.config import AlgoConfig
 from agents.losses import clipped_policy_loss, masked_mean
-from agents.policies import BasePolicy
+from agents.policies import has_values
 from reward_models.shaping import whiten
 
 Baseline = Literal["moving_average", "learned", "none"]
@@ -69,15 +66,6 @@ class REINFORCEConfig(AlgoConfig):
             raise ValueError(f"vf_coef must be a finite number >= 0, got {self.vf_coef!r}")
 
 
-def policy_has_values(policy: Any) -> bool:
-    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
-    if hasattr(policy, "sequence_values"):
-        return True
-    if isinstance(policy, BasePolicy):
-        return type(policy).predict_values is not BasePolicy.predict_values
-    return True  # a protocol-only policy is checked when its first values come back
-
-
 class REINFORCE(BaseAlgorithm):
     """REINFORCE with a baseline on a textrl vector env; Stable-Baselines3's calling convention.
 
@@ -98,7 +86,7 @@ class REINFORCE(BaseAlgorithm):
 
     def __init__(self, policy: str | type, env: Any, **kwargs: Any) -> None:
         super().__init__(policy, env, **kwargs)
-        if self.config.baseline == "learned" and not policy_has_values(self.policy):
+        if self.config.baseline == "learned" and not has_values(self.policy):
             raise ValueError(
                 f"baseline='learned' needs a policy with a value head, but {type(self.policy).__name__} has "
                 "none; use policy='LMActorCriticPolicy', or baseline='moving_average'"
@@ -182,48 +170,13 @@ class REINFORCE(BaseAlgorithm):
     # ------------------------------------------------------------------ checkpoints
 
     def _extra_state(self) -> dict[str, Any]:
-        """What a checkpoint must carry beyond :class:`BaseAlgorithm`'s: the moving-average baseline."""
-        return {"reward_stats": self.reward_stats.state_dict(), "baseline": self.baseline.state_dict()}
+        """The shared checkpoint state plus the moving-average baseline."""
+        return super()._extra_state() | {"baseline": self.baseline.state_dict()}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """:meth:`BaseAlgorithm.save`, plus the moving-average baseline.
-
-        BaseAlgorithm has no hook for algorithm-specific state yet, so this repeats its call with
-        :meth:`_extra_state` as the checkpoint's ``extra``.
-        """
-        policy = self.policy_class.__name__ if resolve_safe(self.policy_class) else None
-        save_checkpoint(
-            path,
-            algo_name=self.algo_name,
-            policy=self.policy,
-            optimizer=self.optimizer,
-            kl_controller_state=self.kl_controller.state_dict(),
-            rng_states=get_rng_state({"sampler": self.generator, "prompts": self._cpu_generator}),
-            counters={"num_timesteps": self.num_timesteps, "iteration": self.iteration},
-            config={
-                "algo": dataclasses.asdict(self.config),
-                "policy": policy,
-                "policy_kwargs": self.policy_kwargs,
-            },
-            extra=self._extra_state(),
-        )
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        env: Any,
-        device: str = "auto",
-        policy: str | type | None = None,
-        **kwargs: Any,
-    ) -> REINFORCE:
-        """:meth:`BaseAlgorithm.load`, plus the moving-average baseline (see :meth:`save`)."""
-        agent = super().load(path, env, device=device, policy=policy, **kwargs)
-        assert isinstance(agent, REINFORCE)
-        extra = load_checkpoint(path, expected_algo=cls.algo_name).extra
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        super()._load_extra_state(extra)
         if "baseline" not in extra:
             raise ValueError(
-                f"{path} has no REINFORCE baseline state; it was not written by REINFORCE.save, re-save it"
+                "this checkpoint has no REINFORCE baseline state; it was not written by REINFORCE.save"
             )
-        agent.baseline.load_state_dict(extra["baseline"])
-        return agent
+        self.baseline.load_state_dict(extra["baseline"])
