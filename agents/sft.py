@@ -14,9 +14,7 @@ Demonstration files hold one JSON object per line with string keys ``prompt`` an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from torch import nn
 
 from agents.checkpoint import atomic_directory
 from agents.losses import masked_mean
+from reward_models.jsonl import read_jsonl_records, record_problem
 from textrl_env.logprobs import sequence_logprobs
 
 FIELDS = ("prompt", "response")
@@ -52,17 +51,9 @@ class Demonstration:
 
 
 def _problem_with(record: object) -> str | None:
-    if not isinstance(record, dict):
-        return f"expected a JSON object with keys {list(FIELDS)}, got {type(record).__name__}"
-    missing = [key for key in FIELDS if key not in record]
-    if missing:
-        return f"missing key(s) {missing}; each line needs {list(FIELDS)}"
-    for key in FIELDS:
-        if not isinstance(record[key], str):
-            return f"{key!r} is {type(record[key]).__name__} ({record[key]!r}), expected a string"
-    if not record["response"].strip():
-        return "'response' is empty; there is nothing to learn from an empty demonstration"
-    return None
+    return record_problem(
+        record, FIELDS, ("response",), "there is nothing to learn from an empty demonstration"
+    )
 
 
 def read_demonstrations(
@@ -74,40 +65,13 @@ def read_demonstrations(
         ValueError: malformed lines with ``on_error="raise"``, each listed as ``path:line: reason``.
         FileNotFoundError: ``path`` does not exist.
     """
-    if on_error not in ("raise", "skip_with_warning"):
-        raise ValueError(f"on_error={on_error!r} is invalid; expected 'raise' or 'skip_with_warning'")
-    demos: list[Demonstration] = []
-    bad: list[str] = []
-    with open(path, "rb") as f:  # bytes, so a bad encoding is reported per line
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                bad.append(f"{os.fspath(path)}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})")
-                continue
-            except json.JSONDecodeError as err:
-                bad.append(f"{os.fspath(path)}:{number}: invalid JSON ({err.msg} at column {err.colno})")
-                continue
-            problem = _problem_with(record)
-            if problem:
-                bad.append(f"{os.fspath(path)}:{number}: {problem}")
-            else:
-                demos.append(Demonstration(record["prompt"], record["response"]))
-    if bad:
-        listing = "\n  ".join(bad)
-        if on_error == "raise":
-            raise ValueError(
-                f"{len(bad)} malformed line(s) in {os.fspath(path)}:\n  {listing}\n"
-                "fix or delete them, or pass on_error='skip_with_warning' to train on the valid lines"
-            )
-        warnings.warn(
-            f"skipped {len(bad)} malformed line(s) of {os.fspath(path)} (kept {len(demos)}):\n  {listing}",
-            DemonstrationFileWarning,
-            stacklevel=2,
-        )
-    return demos
+    return read_jsonl_records(
+        path,
+        _problem_with,
+        lambda r: Demonstration(r["prompt"], r["response"]),
+        on_error,
+        DemonstrationFileWarning,
+    )
 
 
 @dataclass

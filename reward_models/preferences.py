@@ -13,11 +13,12 @@ import contextlib
 import json
 import os
 import uuid
-import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from reward_models.jsonl import read_jsonl_records, record_problem
 
 FIELDS = ("prompt", "chosen", "rejected")
 
@@ -56,31 +57,7 @@ class PreferencePair:
 
 def _problem_with(record: object) -> str | None:
     """Why ``record`` is not a valid preference pair, or None if it is."""
-    if not isinstance(record, dict):
-        return f"expected a JSON object with keys {list(FIELDS)}, got {type(record).__name__}"
-    missing = [key for key in FIELDS if key not in record]
-    if missing:
-        return f"missing key(s) {missing}; each line needs {list(FIELDS)}"
-    for key in FIELDS:
-        if not isinstance(record[key], str):
-            return f"{key!r} is {type(record[key]).__name__} ({record[key]!r}), expected a string"
-    for key in ("chosen", "rejected"):
-        if not record[key].strip():
-            return f"{key!r} is empty; a pair needs two non-empty responses"
-    return None
-
-
-def _parse_line(raw: bytes) -> tuple[PreferencePair | None, str | None]:
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        return None, f"not valid UTF-8 ({err.reason} at byte {err.start})"
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON ({err.msg} at column {err.colno})"
-    problem = _problem_with(record)
-    if problem:
-        return None, problem
-    return PreferencePair(record["prompt"], record["chosen"], record["rejected"]), None
+    return record_problem(record, FIELDS, ("chosen", "rejected"), "a pair needs two non-empty responses")
 
 
 def read_preferences(
@@ -108,33 +85,13 @@ def read_preferences(
             reason``), or an unknown ``on_error``.
         FileNotFoundError: ``path`` does not exist.
     """
-    if on_error not in ("raise", "skip_with_warning"):
-        raise ValueError(f"on_error={on_error!r} is invalid; expected 'raise' or 'skip_with_warning'")
-    pairs: list[PreferencePair] = []
-    bad: list[str] = []
-    with open(path, "rb") as f:  # bytes, so a bad encoding is reported per line, not for the file
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            pair, problem = _parse_line(raw)
-            if pair is not None:
-                pairs.append(pair)
-            else:
-                bad.append(f"{os.fspath(path)}:{number}: {problem}")
-    if bad and on_error == "raise":
-        listing = "\n  ".join(bad)
-        raise ValueError(
-            f"{len(bad)} malformed line(s) in {os.fspath(path)}:\n  {listing}\n"
-            "fix or delete them, or pass on_error='skip_with_warning' to train on the valid lines"
-        )
-    if bad:
-        listing = "\n  ".join(bad)
-        warnings.warn(
-            f"skipped {len(bad)} malformed line(s) of {os.fspath(path)} (kept {len(pairs)}):\n  {listing}",
-            PreferenceFileWarning,
-            stacklevel=2,
-        )
-    return pairs
+    return read_jsonl_records(
+        path,
+        _problem_with,
+        lambda r: PreferencePair(r["prompt"], r["chosen"], r["rejected"]),
+        on_error,
+        PreferenceFileWarning,
+    )
 
 
 def _check_pairs(pairs: Iterable[PreferencePair]) -> list[PreferencePair]:

@@ -159,6 +159,36 @@ class GenerationCore:
         return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions)
 
 
+class CoreAttributes:
+    """What agents read on either env (and, for ``kl_coef``, set); the env's core holds the values."""
+
+    core: GenerationCore
+
+    model = property(lambda self: self.core.model, doc="The policy: the very module an agent trains.")
+    ref_model = property(lambda self: self.core.ref_model, doc="The frozen KL reference.")
+    tokenizer = property(lambda self: self.core.tokenizer)
+    prompts = property(lambda self: self.core.prompts)
+    reward_model = property(lambda self: self.core.reward_model)
+    prompt_length = property(lambda self: self.core.prompt_length, doc="P: columns of the prompt window.")
+    max_new_tokens = property(lambda self: self.core.max_new_tokens, doc="T: the response length limit.")
+    temperature = property(lambda self: self.core.temperature)
+    eos_token_id = property(lambda self: self.core.eos_token_id)
+    pad_token_id = property(lambda self: self.core.pad_token_id)
+    device = property(lambda self: self.core.device)
+    kl_estimator = property(lambda self: self.core.kl_estimator)
+
+    @property
+    def kl_coef(self) -> float:
+        """KL penalty coefficient; agents with an adaptive controller assign it between rollouts."""
+        return self.core.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
+        self.core.kl_coef = float(value)
+
+
 def leading_padding(prompt_mask: torch.Tensor) -> int:
     """How many leading columns of a left-padded ``(B, P)`` prompt block are padding in every row."""
     used = prompt_mask.any(dim=0)  # (P,)

@@ -12,14 +12,14 @@ from gymnasium import spaces
 from torch import nn
 
 from reward_models import RewardModel
-from textrl_env.core import GenerationCore
+from textrl_env.core import CoreAttributes, GenerationCore
 from textrl_env.models import ModelLike
 from textrl_env.space_registry import register_space
 
 ObsType = dict[str, np.ndarray]
 
 
-class TextGenerationEnv(gym.Env[ObsType, np.int64]):
+class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
     """A language model writes a response to a prompt, one token per step.
 
     ## Description
@@ -107,29 +107,6 @@ class TextGenerationEnv(gym.Env[ObsType, np.int64]):
         self._started = False
 
     # Attributes agents read and (for kl_coef) set; the core is the single source of truth.
-    model = property(lambda self: self.core.model)
-    ref_model = property(lambda self: self.core.ref_model)
-    tokenizer = property(lambda self: self.core.tokenizer)
-    prompts = property(lambda self: self.core.prompts)
-    reward_model = property(lambda self: self.core.reward_model)
-    prompt_length = property(lambda self: self.core.prompt_length)
-    max_new_tokens = property(lambda self: self.core.max_new_tokens)
-    temperature = property(lambda self: self.core.temperature)
-    eos_token_id = property(lambda self: self.core.eos_token_id)
-    pad_token_id = property(lambda self: self.core.pad_token_id)
-    device = property(lambda self: self.core.device)
-    kl_estimator = property(lambda self: self.core.kl_estimator)
-
-    @property
-    def kl_coef(self) -> float:
-        """KL penalty coefficient; agents with an adaptive controller assign it between rollouts."""
-        return self.core.kl_coef
-
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        if not (value >= 0 and np.isfinite(value)):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
-        self.core.kl_coef = float(value)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space
 from torch import nn
 
 from reward_models import RewardModel
-from textrl_env.core import GenerationCore, leading_padding
+from textrl_env.core import CoreAttributes, GenerationCore, leading_padding
 from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows
 from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask
 from textrl_env.models import ModelLike
@@ -23,7 +23,7 @@ from textrl_env.models import ModelLike
 TensorObs = dict[str, torch.Tensor]
 
 
-class TextGenerationVectorEnv(VectorEnv):
+class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
     """``num_envs`` copies of :class:`~textrl_env.TextGenerationEnv` stepped as one batch.
 
     ## Description
@@ -119,30 +119,6 @@ class TextGenerationVectorEnv(VectorEnv):
         self.policy_logits = policy_logits
         self._handed_logits: torch.Tensor | None = None
         self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
-
-    model = property(lambda self: self.core.model)
-    ref_model = property(lambda self: self.core.ref_model)
-    tokenizer = property(lambda self: self.core.tokenizer)
-    prompts = property(lambda self: self.core.prompts)
-    reward_model = property(lambda self: self.core.reward_model)
-    prompt_length = property(lambda self: self.core.prompt_length)
-    max_new_tokens = property(lambda self: self.core.max_new_tokens)
-    temperature = property(lambda self: self.core.temperature)
-    eos_token_id = property(lambda self: self.core.eos_token_id)
-    pad_token_id = property(lambda self: self.core.pad_token_id)
-    device = property(lambda self: self.core.device)
-    kl_estimator = property(lambda self: self.core.kl_estimator)
-
-    @property
-    def kl_coef(self) -> float:
-        """KL penalty coefficient; agents with an adaptive controller assign it between rollouts."""
-        return self.core.kl_coef
-
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        if not (value >= 0 and np.isfinite(value)):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
-        self.core.kl_coef = float(value)
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
