@@ -322,7 +322,8 @@ class BaseAlgorithm:
     ) -> tuple[np.ndarray, None]:
         """Stable-Baselines3's ``predict``: the next token(s) for an observation (single or batched)."""
         self.policy.eval()
-        return self.policy.predict(observation, state, episode_start, deterministic)
+        policy: Any = self.policy  # BasePolicy's predict, or a protocol-only policy's own
+        return policy.predict(observation, state, episode_start, deterministic)
 
     def get_env(self) -> TextGenerationVectorEnv:
         """The vector env the agent trains on."""

@@ -120,8 +120,9 @@ class PPO(BaseAlgorithm):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int
     ) -> torch.Tensor:
         """``(N, T)`` values of the states before each response token, under the sampling-time critic."""
-        if hasattr(self.policy, "sequence_values"):  # skips the LM head's (N, T, V) logits
-            values = self.policy.sequence_values(input_ids, attention_mask, start)
+        policy: Any = self.policy
+        if hasattr(policy, "sequence_values"):  # skips the LM head's (N, T, V) logits
+            values = policy.sequence_values(input_ids, attention_mask, start)
         else:
             values = evaluate_sequence(self.policy, input_ids, attention_mask, start)[0]
         if values is None:

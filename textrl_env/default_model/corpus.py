@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 
@@ -189,7 +190,7 @@ def sentiment_vocabulary() -> dict[str, tuple[str, ...]]:
     """
     lexicon = _vader_lexicon()
 
-    def keep(words: list[str], positive: bool) -> tuple[str, ...]:
+    def keep(words: Sequence[str], positive: bool) -> tuple[str, ...]:
         if positive:
             return tuple(w for w in words if lexicon.get(w, 0.0) >= POSITIVE_THRESHOLD)
         return tuple(w for w in words if lexicon.get(w, 0.0) <= NEGATIVE_THRESHOLD)
