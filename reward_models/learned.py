@@ -32,6 +32,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(
+    device: str | torch.device | None, model: str | os.PathLike[str] | nn.Module, loaded: nn.Module
+) -> torch.device:
+    """``device`` when given; else where a passed-in module already is; else :func:`default_device`."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, nn.Module):
+        return next(loaded.parameters()).device
+    return default_device()
+
+
 def load_reward_backbone(
     model: str | os.PathLike[str] | nn.Module, tokenizer: Any = None, num_labels_check: bool = True
 ) -> tuple[nn.Module, Any]:
@@ -133,12 +144,7 @@ class LearnedRewardModel:
             saved = json.loads((Path(model) / SETTINGS_FILE).read_text(encoding="utf-8"))
         self.model, self.tokenizer = load_reward_backbone(model, tokenizer)
         check_single_label(self.model)
-        if device is not None:
-            self.device = torch.device(device)
-        elif isinstance(model, nn.Module):
-            self.device = next(self.model.parameters()).device
-        else:
-            self.device = default_device()
+        self.device = resolve_device(device, model, self.model)
         self.model.to(self.device)
         self.model.eval()  # dropout off: a reward must not be noisy
         self.batch_size = batch_size

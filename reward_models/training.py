@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from reward_models.learned import LearnedRewardModel, default_device, load_reward_backbone
+from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
 
@@ -226,9 +226,7 @@ def train_reward_model(
     _check_hyperparameters(epochs, batch_size, learning_rate, margin, center_rewards_coef)
     net, tokenizer = load_reward_backbone(model, tokenizer, num_labels_check=False)
     check_single_label(net)
-    target = torch.device(device) if device is not None else None
-    if target is None:
-        target = next(net.parameters()).device if isinstance(model, nn.Module) else default_device()
+    target = resolve_device(device, model, net)
     net.to(target)
     train, held_out = _split(_as_pairs(train_pairs, "train_pairs"), eval_pairs, eval_fraction, seed)
     if not train:
