@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward_models.functions import check_texts
+from reward_models.functions import check_positive_ints, check_texts
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
 
 # Written beside the weights; holds what transformers' config does not: the normalisation.
@@ -136,9 +136,7 @@ class LearnedRewardModel:
         append_eos: bool | None = None,
         name: str | None = None,
     ) -> None:
-        for label, value in [("batch_size", batch_size), ("max_length", max_length)]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label}={value!r} is invalid; expected a positive int")
+        check_positive_ints(batch_size=batch_size, max_length=max_length)
         saved: dict[str, Any] = {}
         if isinstance(model, (str, os.PathLike)) and (Path(model) / SETTINGS_FILE).is_file():
             saved = json.loads((Path(model) / SETTINGS_FILE).read_text(encoding="utf-8"))

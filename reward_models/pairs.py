@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward_models.functions import check_positive_ints
 from reward_models.preferences import PreferencePair
 from reward_models.protocol import RewardModel, compute_rewards, reward_name
 from reward_models.scoring import pad_id
@@ -124,13 +125,7 @@ def generate_preference_pairs(
     prompts = list(prompts)
     if not prompts:
         raise ValueError("prompts is empty; pass at least one prompt to sample completions for")
-    for label, value in [
-        ("n_pairs", n_pairs),
-        ("max_new_tokens", max_new_tokens),
-        ("batch_size", batch_size),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label}={value!r} is invalid; expected a positive int")
+    check_positive_ints(n_pairs=n_pairs, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature={temperature!r} is invalid; expected a finite number > 0")
     if not (math.isfinite(min_margin) and min_margin >= 0):

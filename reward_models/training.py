@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from reward_models.functions import check_positive_ints
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
@@ -151,9 +152,7 @@ def evaluate_pairs(
 def _check_hyperparameters(
     epochs: int, batch_size: int, learning_rate: float, margin: float, coef: float
 ) -> None:
-    for label, value in [("epochs", epochs), ("batch_size", batch_size)]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label}={value!r} is invalid; expected a positive int")
+    check_positive_ints(epochs=epochs, batch_size=batch_size)
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate={learning_rate!r} is invalid; expected a finite number > 0")
     if not math.isfinite(margin):
