@@ -42,13 +42,6 @@ def check_texts(prompts: Sequence[Any], completions: Sequence[Any], name: str) -
             )
 
 
-def check_positive_ints(**values: Any) -> None:
-    """Raise ``ValueError`` naming the first argument that is not a positive int (bools are refused)."""
-    for label, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label}={value!r} is invalid; expected a positive int")
-
-
 class SentimentReward:
     """VADER compound sentiment of each completion, in ``[-1, 1]``; the prompt is ignored.
 

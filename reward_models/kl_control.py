@@ -13,20 +13,11 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from reward_models.checks import positive_finite
+
 # Ziegler et al. (2019), "Fine-Tuning Language Models from Human Preferences", section 2.2:
 # the proportional error is clipped to ±0.2 so one noisy KL estimate cannot swing the coefficient.
 ERROR_CLIP = 0.2
-
-
-def _positive_finite(name: str, value: float, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a number; got {value!r} of type {type(value).__name__}") from err
-    if not (math.isfinite(number) and (number > 0 or (allow_zero and number == 0))):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={value!r} is invalid; expected a finite number {bound}")
-    return number
 
 
 def _check_update(current_kl: float | torch.Tensor, n_steps: int) -> float:
@@ -71,7 +62,7 @@ class FixedKLController:
     """
 
     def __init__(self, kl_coef: float) -> None:
-        self._value = _positive_finite("kl_coef", kl_coef, allow_zero=True)
+        self._value = positive_finite("kl_coef", kl_coef, allow_zero=True)
 
     @property
     def value(self) -> float:
@@ -91,7 +82,7 @@ class FixedKLController:
         """Restore from :meth:`state_dict`."""
         if "value" not in state:
             raise ValueError(f"FixedKLController state needs a 'value' key; got keys {sorted(state)}")
-        self._value = _positive_finite("value", state["value"], allow_zero=True)
+        self._value = positive_finite("value", state["value"], allow_zero=True)
 
     def __repr__(self) -> str:
         return f"FixedKLController(kl_coef={self._value})"
@@ -112,9 +103,9 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
-        self._value = _positive_finite("init_kl_coef", init_kl_coef)
-        self.target = _positive_finite("target", target)
-        self.horizon = _positive_finite("horizon", horizon)
+        self._value = positive_finite("init_kl_coef", init_kl_coef)
+        self.target = positive_finite("target", target)
+        self.horizon = positive_finite("horizon", horizon)
 
     @property
     def value(self) -> float:
@@ -144,9 +135,9 @@ class AdaptiveKLController:
             raise ValueError(
                 f"AdaptiveKLController state is missing {sorted(missing)}; pass a dict from state_dict()"
             )
-        self._value = _positive_finite("value", state["value"])
-        self.target = _positive_finite("target", state["target"])
-        self.horizon = _positive_finite("horizon", state["horizon"])
+        self._value = positive_finite("value", state["value"])
+        self.target = positive_finite("target", state["target"])
+        self.horizon = positive_finite("horizon", state["horizon"])
 
     def __repr__(self) -> str:
         return f"AdaptiveKLController(value={self._value}, target={self.target}, horizon={self.horizon})"

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward_models.functions import check_positive_ints, check_texts
+from reward_models.checks import check_positive_ints
+from reward_models.functions import check_texts
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
 
 # Written beside the weights; holds what transformers' config does not: the normalisation.

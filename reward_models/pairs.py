@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward_models.functions import check_positive_ints
+from reward_models.checks import check_positive_ints
 from reward_models.preferences import PreferencePair
 from reward_models.protocol import RewardModel, compute_rewards, reward_name
 from reward_models.scoring import pad_id

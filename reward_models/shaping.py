@@ -6,10 +6,11 @@ Shapes follow the rest of textrl: ``(B, T)`` tensors over response tokens, with 
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
+
+from reward_models.checks import positive_finite
 
 KLEstimator = Literal["k1", "k2", "k3"]
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
@@ -66,17 +67,6 @@ def kl_penalty(
     return kl
 
 
-def _check_finite_number(name: str, value: float, *, nonnegative: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a number; got {value!r} of type {type(value).__name__}") from err
-    if not math.isfinite(number) or (nonnegative and number < 0):
-        expectation = "a finite number >= 0" if nonnegative else "a finite number"
-        raise ValueError(f"{name}={value!r} is invalid; expected {expectation}")
-    return number
-
-
 def _last_token_index(mask: torch.Tensor) -> torch.Tensor:
     """Index of the last nonzero entry of each row of a ``(B, T)`` mask; every row must have one."""
     present = mask != 0  # (B, T)
@@ -116,7 +106,7 @@ def shaped_rewards(
         ValueError: shapes disagree, ``kl_coef`` is negative or not finite, or a row of ``mask`` is
             all zero.
     """
-    kl_coef = _check_finite_number("kl_coef", kl_coef, nonnegative=True)
+    kl_coef = positive_finite("kl_coef", kl_coef, allow_zero=True)
     _check_same_shape(kl=kl, mask=mask)
     if kl.dim() != 2 or tuple(scores.shape) != (kl.shape[0],):
         raise ValueError(
@@ -180,7 +170,7 @@ def missing_eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penalty: fl
     Raises:
         ValueError: shapes disagree or ``penalty`` is negative or not finite.
     """
-    penalty = _check_finite_number("penalty", penalty, nonnegative=True)
+    penalty = positive_finite("penalty", penalty, allow_zero=True)
     if scores.dim() != 1 or tuple(has_eos.shape) != tuple(scores.shape):
         raise ValueError(
             f"shape mismatch: scores={tuple(scores.shape)}, has_eos={tuple(has_eos.shape)}; "
@@ -209,7 +199,7 @@ class RunningMeanStd:
 
     def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-8) -> None:
         self.shape = tuple(shape)
-        self.epsilon = _check_finite_number("epsilon", epsilon, nonnegative=True)
+        self.epsilon = positive_finite("epsilon", epsilon, allow_zero=True)
         self.mean = torch.zeros(self.shape, dtype=torch.float64)
         self.var = torch.ones(self.shape, dtype=torch.float64)
         self.count = 0.0
@@ -268,4 +258,4 @@ class RunningMeanStd:
                 "build it with the same shape= it was saved with"
             )
         self.mean, self.var = mean.clone(), var.clone()
-        self.count = _check_finite_number("count", state["count"], nonnegative=True)
+        self.count = positive_finite("count", state["count"], allow_zero=True)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from reward_models.functions import check_positive_ints
+from reward_models.checks import check_positive_ints
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
