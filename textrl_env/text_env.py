@@ -104,9 +104,6 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
         self._t = 0
         self._prompt: str | None = None
         self._done = True
-        self._started = False
-
-    # Attributes agents read and (for kl_coef) set; the core is the single source of truth.
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -124,12 +121,12 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
         self._mask[:] = 0
         self._ids[: self.core.prompt_length] = ids.cpu().numpy()
         self._mask[: self.core.prompt_length] = mask.cpu().numpy()
-        self._t, self._prompt, self._done, self._started = 0, prompt, False, True
+        self._t, self._prompt, self._done = 0, prompt, False
         return self._obs(), {"prompt": prompt}
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict]:
         """Append the token ``action``; score the response when it ends."""
-        if not self._started:
+        if self._prompt is None:  # set by the first reset()
             raise RuntimeError("step() called before reset(); call env.reset() to start an episode")
         if self._done:
             raise RuntimeError("step() called after the episode ended; call env.reset() to start a new one")
