@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,30 +400,11 @@ class PeakMemory:
         return out
 
 
-def measure_peak_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, float]]:
-    """Call ``fn`` and return its result with the ``PeakMemory`` report of the call (MB)."""
-    with PeakMemory() as mem:
-        result = fn(*args, **kwargs)
-    return result, mem.report()
-
-
 # --------------------------------------------------------------------------- timing
 
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
-
-
-def time_repeats(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def side_result(
@@ -507,11 +487,6 @@ def run_module_in_subprocess(module: str, settings: BenchSettings, timeout_s: fl
         ]
         subprocess.run(cmd, cwd=REPO_ROOT, check=True, timeout=timeout_s)
         return json.loads(out_path.read_text())
-
-
-def run_repeats(module: str, settings: BenchSettings, repeats: int) -> list[dict]:
-    """``repeats`` independent processes of one side (quote medians, the machine is shared)."""
-    return [run_module_in_subprocess(module, settings) for _ in range(repeats)]
 
 
 def run_interleaved(modules: Sequence[str], settings: BenchSettings, repeats: int) -> dict[str, list[dict]]:
