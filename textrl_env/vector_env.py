@@ -17,7 +17,7 @@ from torch import nn
 from reward_models import RewardModel
 from textrl_env.core import CoreAttributes, GenerationCore, leading_padding
 from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows
-from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask
+from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask, token_logprobs
 from textrl_env.models import ModelLike
 
 TensorObs = dict[str, torch.Tensor]
@@ -190,8 +190,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         column = self.core.prompt_length + slot
         self._ids[self._rows, column] = torch.where(active, actions, self._ids[self._rows, column])
         self._mask[self._rows, column] = torch.where(active, 1, self._mask[self._rows, column])
-        logits = self._step_logits() / self.core.temperature
-        taken = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)  # (N,)
+        taken = token_logprobs(self._step_logits(), actions, self.core.temperature)  # (N,)
         self._logprobs[self._rows, slot] = torch.where(active, taken, self._logprobs[self._rows, slot])
         self._t += active.long()
         terminated = active & (actions == self.core.eos_token_id)
