@@ -158,7 +158,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             ]  # fmt: skip
         prompts = self._reset_prompts(options)
         rows = np.flatnonzero(mask)
-        if self._cache is None or mask.all():
+        if mask.all():
             self._cache = None  # a full reset starts a fresh cache
         self._restart_rows(rows, None if prompts is None else [prompts[i] for i in rows])
         self._idle[rows] = False
