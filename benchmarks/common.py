@@ -1,12 +1,13 @@
-"""Shared harness for the side-by-side benchmarks: settings, model, reward, memory, timing, output.
+"""Shared harness for the side-by-side benchmarks: settings, model, reward, result record, processes.
 
 Every side of a comparison (textrl, TRL, ``generate``) reads the same frozen ``BenchSettings``,
 builds its policy with ``build_policy_and_tokenizer`` and scores with the same reward, so the
 only thing that differs is the code under test. Each side runs in its own Python process
 (``run_module_in_subprocess``) so that peak memory, caches and thread pools never mix.
 
-Heavy imports (transformers, tokenizers, vaderSentiment) stay inside functions: this module sets
-the Hugging Face offline switches before anything imports ``huggingface_hub``.
+Heavy imports (transformers, tokenizers, vaderSentiment) stay inside functions, so the Hugging Face
+offline switches (set by ``benchmarks.measure``, imported first) apply before ``huggingface_hub`` loads.
+Peak memory, medians, machine info and output live in ``benchmarks.measure``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import random
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +30,7 @@ from typing import Any
 
 import torch
 
-# Benchmarks never touch the network: nothing here may reach a model hub.
-for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_name, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.measure import machine_info, median
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Bump when the tiny fallback model or its tokenizer corpus changes, so cached copies are rebuilt.
@@ -344,67 +338,7 @@ def configure_torch(settings: BenchSettings) -> None:
     random.seed(settings.seed)
 
 
-# --------------------------------------------------------------------------- memory
-
-
-def _maxrss_bytes() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
-
-
-class PeakMemory:
-    """Peak resident memory of this process inside the ``with`` block, relative to its start.
-
-    A sampler thread polls the RSS every ``interval_s``; ``getrusage``'s exact high-water mark is
-    used as well whenever it rose inside the block. Run each side in its own process (see
-    ``run_module_in_subprocess``) so one side's allocations never count against the other.
-    """
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self.baseline = self.peak = 0
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __enter__(self) -> PeakMemory:
-        self.baseline = self.peak = self._proc.memory_info().rss
-        self._maxrss_start = _maxrss_bytes()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-        if (maxrss := _maxrss_bytes()) > self._maxrss_start:
-            self.peak = max(self.peak, maxrss)
-
-    def report(self) -> dict[str, float]:
-        mb = 1024 * 1024
-        out = {
-            "baseline_rss_mb": self.baseline / mb,
-            "peak_rss_mb": self.peak / mb,
-            "peak_rss_delta_mb": (self.peak - self.baseline) / mb,
-        }
-        if torch.cuda.is_available():
-            out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / mb
-        return out
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
+# --------------------------------------------------------------------------- result record
 
 
 def side_result(
@@ -497,64 +431,3 @@ def run_interleaved(modules: Sequence[str], settings: BenchSettings, repeats: in
         for module in modules if i % 2 == 0 else list(reversed(modules)):
             runs[module].append(run_module_in_subprocess(module, settings))
     return runs
-
-
-def median_summary(runs: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
-    return {key: median([run[key] for run in runs]) for key in keys}
-
-
-# --------------------------------------------------------------------------- machine and output
-
-
-def machine_info(device: str = "cpu") -> dict[str, Any]:
-    import tokenizers
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # contention check
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "device": device,
-    }
-    try:
-        import trl
-
-        info["trl"] = trl.__version__
-    except ImportError:
-        info["trl"] = None
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def write_json(path: Path | str, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)

@@ -28,7 +28,7 @@ import torch
 
 import textrl_env  # noqa: F401  (registers the ids)
 from agents.policies import LMPolicy, sample_from_logits
-from benchmarks.common import machine_info, median, print_table, write_json
+from benchmarks.measure import machine_info, median, print_table, write_json
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.default_model import DEFAULT_MODEL_PATH, SENTIMENT_PROMPTS
 

@@ -58,7 +58,7 @@ import torch
 
 from agents import RLOO
 from agents.collect import Episodes
-from benchmarks.common import machine_info, median, print_table, write_json
+from benchmarks.measure import machine_info, median, print_table, write_json
 from benchmarks.rollout import make_native, native_rollout, prompts_for, time_it
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.default_model import DEFAULT_MODEL_PATH

@@ -19,7 +19,7 @@ import torch
 
 from agents import RLOO
 from agents.collect import Episodes
-from benchmarks import common
+from benchmarks import common, measure
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -53,7 +53,7 @@ def run_textrl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
     import transformers.generation.utils  # noqa: F401
     import transformers.models.gpt2.modeling_gpt2  # noqa: F401
 
-    with common.PeakMemory() as memory:
+    with measure.PeakMemory() as memory:
         model, tokenizer = common.build_policy_and_tokenizer(settings)
         info = common.model_info(settings, model, tokenizer)
         env = TextGenerationVectorEnv(
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = common.settings_from_args(args)
     result = run_textrl_rloo(settings)
     if args.json:
-        common.write_json(args.json, result)
+        measure.write_json(args.json, result)
     if not args.quiet:
-        common.print_table(
+        measure.print_table(
             f"textrl RLOO: {settings.prompts_per_step} prompts x k={settings.k}, {settings.max_new_tokens} new "
             f"tokens, {settings.steps} steps",
             ["metric", "value"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, measure
 
 SIDES = {"textrl": "benchmarks.textrl_rloo", "trl": "benchmarks.trl_rloo"}
 KEYS = ("completions_per_s", "completions_per_s_median_step", "peak_mb", "reward_final", "train_wall_s")
@@ -27,12 +27,12 @@ KEYS = ("completions_per_s", "completions_per_s_median_step", "peak_mb", "reward
 def compare(settings: common.BenchSettings, repeats: int) -> dict[str, Any]:
     """Run both sides ``repeats`` times (interleaved); return per-side medians, ratios and all runs."""
     runs = common.run_interleaved(list(SIDES.values()), settings, repeats)
-    medians = {side: common.median_summary(runs[module], KEYS) for side, module in SIDES.items()}
+    medians = {side: measure.median_summary(runs[module], KEYS) for side, module in SIDES.items()}
     textrl, trl = medians["textrl"], medians["trl"]
     return {
         "settings": settings.to_dict(),
         "repeats": repeats,
-        "machine": common.machine_info(settings.device),
+        "machine": measure.machine_info(settings.device),
         "medians": medians,
         "speedup_completions_per_s": textrl["completions_per_s"] / trl["completions_per_s"],
         "peak_memory_ratio": textrl["peak_mb"] / trl["peak_mb"],
@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = common.settings_from_args(args)
     result = compare(settings, args.repeats)
     if args.json:
-        common.write_json(args.json, result)
+        measure.write_json(args.json, result)
     m = result["medians"]
     s = settings
-    common.print_table(
+    measure.print_table(
         f"RLOO, {s.prompts_per_step} prompts x k={s.k}, {s.max_new_tokens} new tokens, {s.steps} steps, "
         f"{s.device} (median of {args.repeats} runs each)",
         ["metric", "textrl", "TRL", "textrl / TRL"],

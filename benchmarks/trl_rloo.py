@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, measure
 
 
 def trl_config_kwargs(settings: common.BenchSettings, output_dir: str) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
         return reward_fn(prompts, completions, **kwargs)
 
     recorder = _recorder_class()()
-    with common.PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="trl-rloo-") as output_dir:
+    with measure.PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="trl-rloo-") as output_dir:
         model, tokenizer = common.build_policy_and_tokenizer(settings)
         info = common.model_info(settings, model, tokenizer)
         kwargs = trl_config_kwargs(settings, output_dir)
@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = common.settings_from_args(args)
     result = run_trl_rloo(settings)
     if args.json:
-        common.write_json(args.json, result)
+        measure.write_json(args.json, result)
     if not args.quiet:
         s = settings
-        common.print_table(
+        measure.print_table(
             f"TRL RLOOTrainer: {s.prompts_per_step} prompts x k={s.k}, {s.max_new_tokens} new tokens, "
             f"{s.steps} steps ({result['model']['source']}, {result['model']['n_params']:,} params)",
             ["metric", "value"],
