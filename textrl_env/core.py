@@ -190,9 +190,10 @@ class CoreAttributes:
 
 
 def leading_padding(prompt_mask: torch.Tensor) -> int:
-    """How many leading columns of a left-padded ``(B, P)`` prompt block are padding in every row."""
+    """How many leading columns of a left-padded ``(B, P)`` mask are padding in every row."""
     used = prompt_mask.any(dim=0)  # (P,)
-    return int(used.int().argmax()) if bool(used.any()) else prompt_mask.shape[1]
+    # A used sentinel column at the end makes an all-padding block give P, with one host sync.
+    return int(torch.cat([used, used.new_ones(1)]).int().argmax())
 
 
 def check_settings(

@@ -339,8 +339,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         width = self._cache_mask.shape[1]
         if width < 2 * self.core.seq_length:
             return
-        used = self._cache_mask.any(dim=0)
-        first = int(used.int().argmax())  # host sync, but only once per ~episode length of steps
+        first = leading_padding(self._cache_mask)  # host sync, but only once per ~episode length of steps
         drop_leading_slots(self._cache, first)
         self._cache_mask = self._cache_mask[:, first:]
 
