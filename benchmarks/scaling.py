@@ -47,7 +47,6 @@ points alike; the median is quoted. Points of at least ``--large-tokens`` genera
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -425,7 +424,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error(f"--{name} must be positive")
     if args.dtype == "bfloat16" and not args.device.startswith("cuda"):
         print("note: bfloat16 on CPU is emulated by many kernels; expect it to be slower than float32")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = run(args)
     report(result)
     if args.json:
