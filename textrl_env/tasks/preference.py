@@ -20,6 +20,7 @@ from torch import nn
 
 from reward_models import LearnedRewardModel
 from textrl_env.default_model import DEFAULT_REWARD_MODEL_PATH
+from textrl_env.tasks.sentiment import review_kwargs
 from textrl_env.text_env import TextGenerationEnv
 from textrl_env.vector_env import TextGenerationVectorEnv
 
@@ -152,15 +153,8 @@ def preference_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
     Consumes ``reward_model_path``; ``reward_model`` given directly wins over the default path.
     """
-    from textrl_env.default_model import DEFAULT_MODEL_PATH, SENTIMENT_PROMPTS
-
-    # The same 16-token prompt window as Sentiment-v0, so held-out and user openers fit.
-    defaults: dict[str, Any] = {"kl_coef": 0.05, "max_new_tokens": 16, "max_prompt_tokens": 16}
-    merged = defaults | kwargs
+    merged = review_kwargs(kwargs)
     path = merged.pop("reward_model_path", None)
-    merged.setdefault("model", DEFAULT_MODEL_PATH)
-    if merged.get("prompts") is None:
-        merged["prompts"] = list(SENTIMENT_PROMPTS)
     if merged.get("reward_model") is not None and path is not None:
         raise ValueError(
             f"got both reward_model={merged['reward_model']!r} and reward_model_path={os.fspath(path)!r}; "

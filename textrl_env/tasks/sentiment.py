@@ -8,9 +8,8 @@ from textrl_env.text_env import TextGenerationEnv
 from textrl_env.vector_env import TextGenerationVectorEnv
 
 
-def sentiment_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The task's defaults, overridden by whatever the caller passed."""
-    from reward_models import SentimentReward
+def review_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Defaults the review-opener tasks (Sentiment-v0, Preference-v0) share, all but the reward; the caller wins."""
     from textrl_env.default_model import DEFAULT_MODEL_PATH, SENTIMENT_PROMPTS
 
     # A fixed 16-token prompt window, so longer openers than the built-in ones (held-out
@@ -20,6 +19,14 @@ def sentiment_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     merged.setdefault("model", DEFAULT_MODEL_PATH)
     if merged.get("prompts") is None:
         merged["prompts"] = list(SENTIMENT_PROMPTS)
+    return merged
+
+
+def sentiment_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task's defaults, overridden by whatever the caller passed."""
+    from reward_models import SentimentReward
+
+    merged = review_kwargs(kwargs)
     if merged.get("reward_model") is None:
         merged["reward_model"] = SentimentReward()
     return merged
