@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from reward_models import LearnedRewardModel
+from textrl_env.core import GenerationCore
 from textrl_env.default_model import DEFAULT_REWARD_MODEL_PATH
 from textrl_env.tasks.sentiment import review_kwargs
 from textrl_env.text_env import TextGenerationEnv
@@ -174,6 +175,14 @@ def _check_normalize(normalize: bool, normalize_samples: int) -> None:
         raise ValueError(f"normalize_samples must be an int >= 2, got {normalize_samples!r}")
 
 
+def _normalize(core: GenerationCore, normalize_samples: int) -> None:
+    """``normalize=True``: refit the core's reward model on samples of the core's own policy."""
+    core.reward_model = normalized_reward_model(
+        core.reward_model, core.model, core.tokenizer, core.prompts,
+        normalize_samples, core.max_new_tokens, core.temperature,
+    )  # fmt: skip
+
+
 class PreferenceEnv(TextGenerationEnv):
     """Continue a movie-review opener so that a learned reward model rates it highly.
 
@@ -229,10 +238,7 @@ class PreferenceEnv(TextGenerationEnv):
         _check_normalize(normalize, normalize_samples)
         super().__init__(**preference_kwargs(kwargs))
         if normalize:
-            self.core.reward_model = normalized_reward_model(
-                self.core.reward_model, self.model, self.tokenizer, self.prompts,
-                normalize_samples, self.max_new_tokens, self.temperature,
-            )  # fmt: skip
+            _normalize(self.core, normalize_samples)
 
 
 class PreferenceVectorEnv(TextGenerationVectorEnv):
@@ -248,7 +254,4 @@ class PreferenceVectorEnv(TextGenerationVectorEnv):
         _check_normalize(normalize, normalize_samples)
         super().__init__(num_envs=num_envs, **preference_kwargs(kwargs))
         if normalize:
-            self.core.reward_model = normalized_reward_model(
-                self.core.reward_model, self.core.model, self.core.tokenizer, self.core.prompts,
-                normalize_samples, self.core.max_new_tokens, self.core.temperature,
-            )  # fmt: skip
+            _normalize(self.core, normalize_samples)
