@@ -25,8 +25,6 @@ from textrl_env.tasks.sentiment import review_kwargs
 from textrl_env.text_env import TextGenerationEnv
 from textrl_env.vector_env import TextGenerationVectorEnv
 
-"""Folder of the shipped reward model (``config.json``, ``model.safetensors``, tokenizer, ...)."""
-
 BUILD_COMMAND = "python -m textrl_env.default_model.build_reward_model --out DIR"
 
 
