@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -41,6 +38,7 @@ from transformers import (
 )
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from reward_models.learned import save_atomically
 from textrl_env.default_model import DEFAULT_MODEL_PATH
 from textrl_env.default_model.corpus import (
     HELDOUT_SENTIMENT_PROMPTS,
@@ -343,17 +341,6 @@ def _print_report(info: dict[str, Any]) -> None:
         console.print(f"  {line}", markup=False)
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, replacing an existing ``target`` with two renames."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        source.rename(target)
-        shutil.rmtree(old)
-    else:
-        source.rename(target)
-
-
 def build(config: BuildConfig) -> dict[str, Any]:
     """Build the model and tokenizer described by ``config`` into ``config.out``.
 
@@ -374,7 +361,6 @@ def build(config: BuildConfig) -> dict[str, Any]:
 def _build(config: BuildConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(config.out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     lines = generate_corpus(config.n_reviews, config.n_arithmetic, seed=config.seed)
     console.print(f"corpus: {config.n_reviews} reviews + {config.n_arithmetic} sums (seed {config.seed})")
     tokenizer = train_tokenizer(lines, config.vocab_size, config.n_positions)
@@ -384,28 +370,27 @@ def _build(config: BuildConfig) -> dict[str, Any]:
     console.print(f"tokenizer: {len(tokenizer)} tokens; model: {n_params:,} parameters")
     final_loss = train(model, encode_corpus(tokenizer, lines), tokenizer.pad_token_id, config)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the assets must be readable once installed
-    try:
-        model.save_pretrained(staging)  # safetensors is the default format
-        save_tokenizer(tokenizer, staging)
-        info: dict[str, Any] = {
-            "config": asdict(config) | {"out": out.name},
-            "n_parameters": n_params,
-            "vocab_size": len(tokenizer),
-            "final_loss": final_loss,
-            "torch_version": torch.__version__,
-        }
+    info: dict[str, Any] = {
+        "config": asdict(config) | {"out": out.name},
+        "n_parameters": n_params,
+        "vocab_size": len(tokenizer),
+        "final_loss": final_loss,
+        "torch_version": torch.__version__,
+    }
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)  # safetensors is the default format
+        save_tokenizer(tokenizer, folder)
         if config.eval_samples:
-            info["evaluation"] = evaluate(staging, seed=config.seed, n_samples=config.eval_samples)
+            info["evaluation"] = evaluate(folder, seed=config.seed, n_samples=config.eval_samples)
         info["build_seconds"] = round(time.perf_counter() - started, 1)
-        (staging / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        for path in staging.iterdir():
-            path.chmod(0o644)  # some writers create owner-only files; installed assets must be readable
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (folder / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        # Installed assets must be readable whatever the umask, and some writers create owner-only files.
+        folder.chmod(0o755)
+        for path in folder.iterdir():
+            path.chmod(0o644)
+
+    save_atomically(out, write)  # an interrupted build leaves the previous folder as it was
     if config.eval_samples:
         _print_report(info)
     console.print(f"wrote {out} in {info['build_seconds']} s (final loss {final_loss:.3f})")
