@@ -129,16 +129,30 @@ def train_tokenizer(lines: Sequence[str], vocab_size: int, model_max_length: int
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
-    """Save ``tokenizer`` so that both transformers 4.x and 5.x ``AutoTokenizer`` can load it.
-
-    transformers 5 records its own backend class name, which 4.x does not know; the generic
-    ``PreTrainedTokenizerFast`` name loads on both and the tokenizer itself is unchanged.
-    """
+    """Save ``tokenizer`` so that both transformers 4.x and 5.x ``AutoTokenizer`` can load it."""
     tokenizer.save_pretrained(folder)
-    config_path = folder / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    portable_tokenizer_config(folder / "tokenizer_config.json")
+
+
+def portable_tokenizer_config(path: Path) -> None:
+    """Make the ``tokenizer_config.json`` at ``path``, saved by transformers 5, load with 4.x too.
+
+    transformers 5 records its own backend class name, unknown to 4.x, and the load-time flags of a
+    tokenizer it read; the generic ``PreTrainedTokenizerFast`` loads on both and the tokenizer is unchanged.
+    """
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("is_local", "local_files_only"):
+        settings.pop(key, None)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def finish_build_folder(folder: Path, info: dict[str, Any], started: float) -> None:
+    """Record the build time in ``info``, write it as ``build_info.json`` and make every file readable."""
+    info["build_seconds"] = round(time.perf_counter() - started, 1)
+    (folder / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    for path in folder.iterdir():
+        path.chmod(0o644)  # some writers create owner-only files; installed assets must be readable
 
 
 def make_model(tokenizer: PreTrainedTokenizerBase, config: BuildConfig) -> GPT2LMHeadModel:
@@ -383,12 +397,8 @@ def _build(config: BuildConfig) -> dict[str, Any]:
         save_tokenizer(tokenizer, folder)
         if config.eval_samples:
             info["evaluation"] = evaluate(folder, seed=config.seed, n_samples=config.eval_samples)
-        info["build_seconds"] = round(time.perf_counter() - started, 1)
-        (folder / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        # Installed assets must be readable whatever the umask, and some writers create owner-only files.
-        folder.chmod(0o755)
-        for path in folder.iterdir():
-            path.chmod(0o644)
+        finish_build_folder(folder, info, started)
+        folder.chmod(0o755)  # save_pretrained's folder follows the umask; installed assets must be readable
 
     save_atomically(out, write)  # an interrupted build leaves the previous folder as it was
     if config.eval_samples:

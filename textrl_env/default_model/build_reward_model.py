@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from textrl_env.default_model import (
     HELDOUT_SENTIMENT_PROMPTS,
     SENTIMENT_PROMPTS,
 )
+from textrl_env.default_model.build import finish_build_folder, portable_tokenizer_config
 from textrl_env.tasks.preference import sample_completions
 
 TARGET_ACCURACY = 0.85  # held-out pairs ranked as VADER ranks them
@@ -119,19 +119,6 @@ def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
         return statistics.correlation(xs, ys)
     except statistics.StatisticsError:
         return float("nan")
-
-
-def _portable_tokenizer_config(path: Path) -> None:
-    """Make a tokenizer saved by transformers 5 load with 4.x too (as the default model's build does).
-
-    transformers 5 records its own backend class name, unknown to 4.x, and the load-time flags of
-    the tokenizer it read; the generic fast class loads on both and the tokenizer is unchanged.
-    """
-    settings = json.loads(path.read_text(encoding="utf-8"))
-    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
-    for key in ("is_local", "local_files_only"):
-        settings.pop(key, None)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
 def _portable(path: str) -> str:
@@ -221,14 +208,11 @@ def _build(config: RewardBuildConfig) -> dict[str, Any]:
 
     def write(folder: Path) -> None:
         reward.save_pretrained(folder, metadata={"build_info": "build_info.json"})
-        _portable_tokenizer_config(folder / "tokenizer_config.json")
+        portable_tokenizer_config(folder / "tokenizer_config.json")
         if config.write_pairs:
             write_preferences(folder / "pairs.jsonl", train_pairs)
             write_preferences(folder / "eval_pairs.jsonl", eval_pairs)
-        info["build_seconds"] = round(time.perf_counter() - started, 1)
-        (folder / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        for path in folder.iterdir():
-            path.chmod(0o644)  # some writers create owner-only files; installed assets must be readable
+        finish_build_folder(folder, info, started)
 
     out = save_atomically(config.out, write)
     _print_report(info, out)
