@@ -36,6 +36,21 @@ class Episodes:
     env_steps: int  # vector-env steps it took
 
     @property
+    def input_ids(self) -> torch.Tensor:
+        """``(N, P + T)`` prompt followed by response."""
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """``(N, P + T)`` mask of real tokens (padding and everything after EOS is 0)."""
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def response_start(self) -> int:
+        """The column where the response begins (``P``)."""
+        return self.prompt_ids.shape[1]
+
+    @property
     def has_eos(self) -> torch.Tensor:
         """``(N,)`` whether each response ended with EOS (rather than at the length limit)."""
         return self.response_mask.sum(-1) < self.response_mask.shape[1]

@@ -6,7 +6,8 @@ into numbers once per dump.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -26,6 +27,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     total = (x * mask).sum() if dim is None else (x * mask).sum(dim)
     count = mask.expand_as(x).sum() if dim is None else mask.expand_as(x).sum(dim)
     return total / count.clamp(min=1.0)
+
+
+def mean_stats(steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Key-wise mean of per-minibatch stats (detached tensors stay tensors); ``{}`` for no steps."""
+    totals: dict[str, Any] = {}
+    for stats in steps:
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: value / len(steps) for key, value in totals.items()}
 
 
 def _token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

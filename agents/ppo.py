@@ -23,7 +23,7 @@ from agents.advantages import gae
 from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
 from agents.config import AlgoConfig
-from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, mean_stats
 from agents.policies import has_values
 from reward_models.shaping import shaped_rewards, whiten
 
@@ -162,15 +162,13 @@ class PPO(BaseAlgorithm):
 
     def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
         cfg = self.config
-        input_ids = torch.cat([episodes.prompt_ids, episodes.response_ids], dim=1)  # (N, P + T)
-        attention_mask = torch.cat([episodes.prompt_mask, episodes.response_mask], dim=1)
-        start = episodes.prompt_ids.shape[1]
+        input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
+        start = episodes.response_start
         response_mask = episodes.response_mask
         old_values = self._rollout_values(input_ids, attention_mask, start)  # (N, T)
         token_rewards = self._token_rewards(episodes, rewards)  # (N, T)
         advantages, returns = self._advantages(token_rewards, old_values, response_mask)
-        totals: dict[str, torch.Tensor] = {}
-        n_steps = 0
+        steps = []
         for idx in self.iter_minibatches(len(rewards)):
             mask = response_mask[idx]
             values, logprobs, entropy = evaluate_sequence(
@@ -193,20 +191,19 @@ class PPO(BaseAlgorithm):
             grad_norm = self.step_optimizer(
                 policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
             )
-            step_stats = {
-                "train/policy_loss": policy_loss.detach(),
-                "train/value_loss": value_loss.detach(),
-                "train/approx_kl": policy_stats["approx_kl"],
-                "train/clip_fraction": policy_stats["clip_fraction"],
-                "train/value_clip_fraction": value_stats["value_clip_fraction"],
-                "train/entropy": entropy_mean.detach(),
-                "train/grad_norm": grad_norm.detach(),
-            }
-            for key, value in step_stats.items():
-                totals[key] = totals.get(key, 0.0) + value
-            n_steps += 1
-        result: dict[str, Any] = {key: value / n_steps for key, value in totals.items()}
-        result["train/n_updates"] = n_steps
+            steps.append(
+                {
+                    "train/policy_loss": policy_loss.detach(),
+                    "train/value_loss": value_loss.detach(),
+                    "train/approx_kl": policy_stats["approx_kl"],
+                    "train/clip_fraction": policy_stats["clip_fraction"],
+                    "train/value_clip_fraction": value_stats["value_clip_fraction"],
+                    "train/entropy": entropy_mean.detach(),
+                    "train/grad_norm": grad_norm.detach(),
+                }
+            )
+        result = mean_stats(steps)
+        result["train/n_updates"] = len(steps)
         result["train/explained_variance"] = explained_variance(old_values, returns, response_mask)
         result["train/value_mean"] = masked_mean(old_values, response_mask)
         result["train/return_mean"] = masked_mean(returns, response_mask)

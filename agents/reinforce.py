@@ -25,7 +25,7 @@ from agents.advantages import MovingAverageBaseline
 from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
 from agents.config import AlgoConfig
-from agents.losses import clipped_policy_loss, masked_mean
+from agents.losses import clipped_policy_loss, masked_mean, mean_stats
 from agents.policies import has_values
 from reward_models.shaping import whiten
 
@@ -129,11 +129,9 @@ class REINFORCE(BaseAlgorithm):
         advantages = rewards - baseline  # (N,)
         if self.config.normalize_advantages and not learned:
             advantages = whiten(advantages)
-        input_ids = torch.cat([episodes.prompt_ids, episodes.response_ids], dim=1)  # (N, P + T)
-        attention_mask = torch.cat([episodes.prompt_mask, episodes.response_mask], dim=1)
-        start = episodes.prompt_ids.shape[1]
-        totals: dict[str, torch.Tensor] = {}
-        n_steps = 0
+        input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
+        start = episodes.response_start
+        steps = []
         for idx in self.iter_minibatches(len(rewards)):
             values, logprobs, entropy = evaluate_sequence(
                 self.policy, input_ids[idx], attention_mask[idx], start
@@ -158,10 +156,8 @@ class REINFORCE(BaseAlgorithm):
             }
             if learned:
                 step_stats["train/value_loss"] = value_loss.detach()
-            for key, value in step_stats.items():
-                totals[key] = totals.get(key, 0.0) + value
-            n_steps += 1
-        result: dict[str, Any] = {key: value / n_steps for key, value in totals.items()}
+            steps.append(step_stats)
+        result = mean_stats(steps)
         if not learned:  # a learned baseline's advantages are per token, logged through value_loss
             result["train/baseline"] = baseline
             result["train/advantage_std"] = advantages.std()

@@ -19,7 +19,7 @@ from agents.advantages import rloo_advantages
 from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
 from agents.config import AlgoConfig
-from agents.losses import clipped_policy_loss, masked_mean
+from agents.losses import clipped_policy_loss, masked_mean, mean_stats
 from reward_models.shaping import whiten
 
 
@@ -77,11 +77,9 @@ class RLOO(BaseAlgorithm):
         advantages = rloo_advantages(rewards, self.config.k)  # (N,)
         if self.config.normalize_advantages:
             advantages = whiten(advantages)
-        input_ids = torch.cat([episodes.prompt_ids, episodes.response_ids], dim=1)  # (N, P + T)
-        attention_mask = torch.cat([episodes.prompt_mask, episodes.response_mask], dim=1)
-        start = episodes.prompt_ids.shape[1]
-        totals: dict[str, torch.Tensor] = {}
-        n_steps = 0
+        input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
+        start = episodes.response_start
+        steps = []
         for idx in self.iter_minibatches(len(advantages)):
             _, logprobs, entropy = evaluate_sequence(self.policy, input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
@@ -90,16 +88,15 @@ class RLOO(BaseAlgorithm):
                 logprobs, episodes.logprobs[idx], advantages[idx], mask, self.config.clip_range
             )
             grad_norm = self.step_optimizer(loss)
-            step_stats = {
-                "train/policy_loss": loss.detach(),
-                "train/approx_kl": stats["approx_kl"],
-                "train/clip_fraction": stats["clip_fraction"],
-                "train/entropy": masked_mean(entropy.detach(), mask),
-                "train/grad_norm": grad_norm.detach(),
-            }
-            for key, value in step_stats.items():
-                totals[key] = totals.get(key, 0.0) + value
-            n_steps += 1
-        result = {key: value / n_steps for key, value in totals.items()}
+            steps.append(
+                {
+                    "train/policy_loss": loss.detach(),
+                    "train/approx_kl": stats["approx_kl"],
+                    "train/clip_fraction": stats["clip_fraction"],
+                    "train/entropy": masked_mean(entropy.detach(), mask),
+                    "train/grad_norm": grad_norm.detach(),
+                }
+            )
+        result = mean_stats(steps)
         result["train/advantage_std"] = advantages.std()
         return result
