@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().splitlines()[0] if doc else ""
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def cmd_envs(args: argparse.Namespace) -> int:

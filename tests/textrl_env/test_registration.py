@@ -83,3 +83,10 @@ def test_cli_lists_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for env_id in ID_KWARGS:
         assert env_id in out
+
+
+def test_cli_first_line_of_missing_or_blank_docstrings() -> None:
+    from textrl_env.cli import _first_line
+
+    assert _first_line(None) == "" and _first_line("   \n  ") == ""
+    assert _first_line("\n  Answer an addition.\n\n  More.") == "Answer an addition."
