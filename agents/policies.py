@@ -110,6 +110,36 @@ def _model_vocab_size(model: Any) -> int:
     return int(model.config.vocab_size)
 
 
+def _model_hidden_size(model: Any) -> int:
+    """Width of the LM's last hidden state (duck-typed: any transformers causal LM)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return int(head.in_features) if head is not None else int(model.config.hidden_size)
+
+
+def _value_head(model: Any, init_std: float, device: torch.device | None = None) -> nn.Linear:
+    """A scalar linear head on ``model``'s last hidden state: weights ``N(0, init_std)``, bias 0."""
+    head = nn.Linear(_model_hidden_size(model), 1, device=device)
+    nn.init.normal_(head.weight, std=init_std)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def _run_lm(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int, hidden: bool
+) -> Any:
+    """One causal-LM forward (positions from the mask, no cache); logits of the last ``keep`` columns where supported."""
+    kwargs: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
+    if accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = keep
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+        **kwargs,
+    )
+
+
 def _load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
     if isinstance(model, str | os.PathLike):
         from transformers import AutoModelForCausalLM
@@ -234,23 +264,11 @@ class LMPolicy(BasePolicy):
     def vocab_size(self) -> int:
         return _model_vocab_size(self.model)
 
-    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int, hidden: bool) -> Any:
-        kwargs: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
-        if accepts_logits_to_keep(self.model):
-            kwargs["logits_to_keep"] = keep
-        return self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-            **kwargs,
-        )
-
     def _next_token(self, obs: Obs, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next-token logits ``(B, V)`` and, when asked, the last layer's hidden state there ``(B, H)``."""
         ids, mask, _ = obs_to_tensors(obs, self.device)
         ids, mask = right_align(ids, mask)
-        out = self._run(ids, mask, keep=1, hidden=hidden)
+        out = _run_lm(self.model, ids, mask, keep=1, hidden=hidden)
         return out.logits[:, -1], (out.hidden_states[-1][:, -1] if hidden else None)
 
     def forward(self, obs: Obs) -> torch.Tensor:
@@ -324,11 +342,7 @@ class LMActorCriticPolicy(LMPolicy):
         super().__init__(body, tokenizer, temperature, lora_config)
         self.value_head_kind = value_head
         self.critic: nn.Module | None = critic.eval().requires_grad_(True) if critic is not None else None
-        head = body.get_output_embeddings() if hasattr(body, "get_output_embeddings") else None
-        hidden_size = int(head.in_features) if head is not None else int(body.config.hidden_size)
-        self.value_head = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.value_head.weight, std=value_head_init_std)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = _value_head(body, value_head_init_std)
 
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (..., H) -> (...)
@@ -396,7 +410,7 @@ class LMActorCriticPolicy(LMPolicy):
                 input_ids, attention_mask, response_start, return_entropy=True
             )
             return self._values(hidden) * mask, logprobs, entropy
-        out = self._run(input_ids, attention_mask, keep=n_response + 1, hidden=True)
+        out = _run_lm(self.model, input_ids, attention_mask, keep=n_response + 1, hidden=True)
         hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, H)
         values = self._values(hidden) * mask
         if not need_policy:

@@ -47,8 +47,14 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from agents.policies import _model_vocab_size, check_policy_vocab, obs_to_tensors, right_align
-from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask
+from agents.policies import (
+    _model_vocab_size,
+    _run_lm,
+    _value_head,
+    check_policy_vocab,
+    obs_to_tensors,
+    right_align,
+)
 from textrl_env.space_registry import env_for_space, registered_models
 
 
@@ -108,10 +114,7 @@ class TextRLSB3Policy(ActorCriticPolicy):
         self.model = model.eval()
         self.temperature = float(temperature)
         self.value_head_init_std = float(value_head_init_std)
-        device = next(model.parameters()).device
-        self.value_head = nn.Linear(_hidden_size(model), 1, device=device)
-        nn.init.normal_(self.value_head.weight, std=self.value_head_init_std)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = _value_head(model, self.value_head_init_std, device=next(model.parameters()).device)
         params = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
@@ -160,15 +163,7 @@ class TextRLSB3Policy(ActorCriticPolicy):
         # Trailing right padding becomes left padding, so every row's next-token logits are in the
         # last column and only that column is projected onto the vocabulary.
         aligned_ids, aligned_mask = right_align(ids, mask)
-        kwargs: dict[str, Any] = {"logits_to_keep": 1} if accepts_logits_to_keep(self.model) else {}
-        out = self.model(
-            input_ids=aligned_ids,
-            attention_mask=aligned_mask,
-            position_ids=position_ids_from_mask(aligned_mask),
-            use_cache=False,
-            output_hidden_states=True,
-            **kwargs,
-        )
+        out = _run_lm(self.model, aligned_ids, aligned_mask, keep=1, hidden=True)
         logits = out.logits[:, -1]  # (B, V)
         hidden = out.hidden_states[-1][:, -1]  # (B, H) at the last real token
         values = self.value_head(hidden.to(self.value_head.weight.dtype))  # (B, 1)
@@ -264,12 +259,6 @@ def _find_model(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return model, float(temperature)
-
-
-def _hidden_size(model: Any) -> int:
-    """Width of the LM's last hidden state (duck-typed: any transformers causal LM)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return int(head.in_features) if head is not None else int(model.config.hidden_size)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
