@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from agents.losses import _check_same
+
 
 def _check_shapes(**tensors: torch.Tensor) -> None:
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{k}={v}" for k, v in shapes.items())
-        raise ValueError(f"shape mismatch: {listed}; all must have the same (B, T) shape")
+    _check_same(**tensors)
     for name, t in tensors.items():
         if t.dim() != 2:
             raise ValueError(f"{name} must be (B, T), got shape {tuple(t.shape)}; add a batch dimension")
