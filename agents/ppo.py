@@ -14,7 +14,7 @@ Read top to bottom: config, rollout values, per-token rewards and advantages, up
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,14 +22,10 @@ import torch
 from agents.advantages import gae
 from agents.base import BaseAlgorithm, evaluate_sequence
 from agents.collect import Episodes
-from agents.config import AlgoConfig
+from agents.config import AlgoConfig, _help
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, mean_stats
 from agents.policies import has_values
 from reward_models.shaping import shaped_rewards, whiten
-
-
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
