@@ -26,7 +26,7 @@ from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig
 from agents.logger import Logger
 from agents.lora import use_adapter_off_reference
-from agents.policies import LMPolicy, check_policy_vocab, resolve_policy
+from agents.policies import POLICY_ALIASES, LMPolicy, check_policy_vocab, resolve_policy
 from reward_models.kl_control import make_kl_controller
 from reward_models.shaping import RunningMeanStd, missing_eos_penalty
 from textrl_env import TextGenerationEnv, TextGenerationVectorEnv
@@ -425,8 +425,6 @@ class BaseAlgorithm:
 
 def resolve_safe(policy_class: type) -> bool:
     """Whether the policy class is a built-in alias (so a checkpoint can name it)."""
-    from agents.policies import POLICY_ALIASES
-
     return POLICY_ALIASES.get(policy_class.__name__) is policy_class
 
 
