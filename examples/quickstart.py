@@ -45,7 +45,12 @@ def comparison_table(before: Evaluation, after: Evaluation, n_examples: int = 6)
     summary.add_column("")
     summary.add_column("mean VADER score", justify="right")
     summary.add_column("mean KL to start", justify="right")
-    summary.add_row("before training", f"{before.score_mean:+.3f}", f"{before.kl_mean:.3f}")
+    # k1 KL is a signed estimate: at the start it is 0 up to rounding, which would print as -0.000.
+    summary.add_row(
+        "before training",
+        f"{before.score_mean:+.3f}",
+        f"{before.kl_mean + 0.0:.3f}".replace("-0.000", "0.000"),
+    )
     summary.add_row("after training", f"{after.score_mean:+.3f}", f"{after.kl_mean:.3f}")
     samples = Table(title="Sample completions", show_lines=True)
     samples.add_column("prompt", style="bold")
