@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 
 def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -51,3 +52,71 @@ def drop_leading_slots(cache: Any, n: int) -> None:
         return
     for i, (keys, values) in enumerate(layer_tensors(cache)):
         _set_layer(cache, i, keys[:, :, n:].contiguous(), values[:, :, n:].contiguous())
+
+
+class SlotLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys/values are views into a buffer with room to grow.
+
+    ``DynamicLayer.update`` appends with ``torch.cat``, copying the whole cache every decode step
+    (and, on CPU, touching freshly allocated pages), so a step's cost grows with the response.
+    Here an append writes one slot in place; the buffer doubles when full, so copies are amortised.
+    ``keys``/``values`` stay plain attributes, so code that assigns them (transformers' ``crop``,
+    ``batch_select_indices``, or :func:`drop_leading_slots`) still works: the next update notices
+    that they no longer view the buffer and moves them into a fresh one.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._store(keys, values, capacity)
+
+    def _store(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        b, h, s, d = keys.shape
+        self._key_buffer = keys.new_empty(b, h, max(capacity, s), d)  # (B, H, capacity, D)
+        self._value_buffer = values.new_empty(b, h, max(capacity, s), values.shape[3])
+        self._key_buffer[:, :, :s] = keys
+        self._value_buffer[:, :, :s] = values
+        self._views(s)
+
+    def _views(self, length: int) -> None:
+        self.keys = self._key_buffer[:, :, :length]
+        self.values = self._value_buffer[:, :, :length]
+
+    def _views_current(self) -> bool:
+        keys, values = self.keys, self.values
+        return (
+            keys is not None
+            and values is not None
+            and keys.data_ptr() == self._key_buffer.data_ptr()
+            and values.data_ptr() == self._value_buffer.data_ptr()
+            and keys.shape[:2] == self._key_buffer.shape[:2]
+        )
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new slots after the current ones and return views of all of them."""
+        assert self.keys is not None and self.values is not None
+        length, new = self.keys.shape[2], key_states.shape[2]
+        if not self._views_current() or length + new > self._key_buffer.shape[2]:
+            self._store(self.keys, self.values, 2 * (length + new))
+        self._key_buffer[:, :, length : length + new] = key_states
+        self._value_buffer[:, :, length : length + new] = value_states
+        self._views(length + new)
+        return self.keys, self.values
+
+
+def with_slot_layers(cache: Any, capacity: int) -> Any:
+    """Swap each plain ``DynamicLayer`` of ``cache`` for a :class:`SlotLayer` with ``capacity`` slots.
+
+    Other layer kinds (sliding windows, quantised, older caches without ``layers``) are left as
+    they are: their own ``update`` knows rules a plain append would break.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return cache
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.keys is not None and layer.values is not None:
+            layers[i] = SlotLayer(layer.keys, layer.values, capacity)
+    return cache

@@ -16,7 +16,7 @@ from torch import nn
 
 from reward_models import RewardModel
 from textrl_env.core import CoreAttributes, GenerationCore, leading_padding
-from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows
+from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
 from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask, token_logprobs
 from textrl_env.models import ModelLike
 
@@ -373,7 +373,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             **self._last_logits_only,
         )
         if self._cache is None:  # a full reset: the prefill is the whole cache
-            self._cache = out.past_key_values
+            self._cache = with_slot_layers(out.past_key_values, width + 2 * self.core.max_new_tokens)
             self._cache_mask = torch.zeros((self.num_envs, width), dtype=torch.long, device=self.core.device)
         else:
             missing = width - self._cache_mask.shape[1]

@@ -1,0 +1,86 @@
+"""The preallocated cache layer: same attention inputs as transformers' DynamicCache, appends in place."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from tests.conftest import build_tiny_lm
+from textrl_env.kv_cache import SlotLayer, drop_leading_slots, layer_tensors, with_slot_layers
+
+
+def _kv(batch: int = 2, slots: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(batch, 2, slots, 4, generator=generator)
+    return keys, torch.randn(batch, 2, slots, 4, generator=generator)
+
+
+def test_appends_write_in_place_and_match_concatenation() -> None:
+    keys, values = _kv()
+    layer = SlotLayer(keys, values, capacity=8)
+    buffer = layer._key_buffer
+    expected_k, expected_v = keys, values
+    for seed in range(1, 5):  # 3 + 4 slots: still inside the 8-slot buffer
+        new_k, new_v = _kv(slots=1, seed=seed)
+        got_k, got_v = layer.update(new_k, new_v)
+        expected_k, expected_v = torch.cat([expected_k, new_k], 2), torch.cat([expected_v, new_v], 2)
+        assert torch.equal(got_k, expected_k) and torch.equal(got_v, expected_v)
+        assert layer.get_seq_length() == expected_k.shape[2]
+    assert layer._key_buffer is buffer  # no reallocation while there was room
+
+
+def test_grows_when_full_and_keeps_every_slot() -> None:
+    keys, values = _kv(slots=2)
+    layer = SlotLayer(keys, values, capacity=2)
+    new_k, new_v = _kv(slots=3, seed=1)
+    got_k, got_v = layer.update(new_k, new_v)
+    assert layer._key_buffer.shape[2] >= 5
+    assert torch.equal(got_k, torch.cat([keys, new_k], 2))
+    assert torch.equal(got_v, torch.cat([values, new_v], 2))
+
+
+def test_keys_assigned_from_outside_are_adopted() -> None:
+    """transformers' crop / batch_select_indices and drop_leading_slots assign keys directly."""
+    keys, values = _kv(slots=4)
+    cache = DynamicCache()
+    cache.update(keys, values, 0)
+    with_slot_layers(cache, capacity=16)
+    drop_leading_slots(cache, 1)  # assigns new (contiguous) tensors to the layer
+    cache.layers[0].batch_select_indices(torch.tensor([1]))
+    new_k, new_v = _kv(batch=1, slots=1, seed=3)
+    got_k, got_v = cache.layers[0].update(new_k, new_v)
+    assert torch.equal(got_k, torch.cat([keys[1:, :, 1:], new_k], 2))
+    assert torch.equal(got_v, torch.cat([values[1:, :, 1:], new_v], 2))
+
+
+def test_with_slot_layers_swaps_only_plain_dynamic_layers() -> None:
+    class Other(DynamicLayer):
+        pass
+
+    keys, values = _kv()
+    cache = DynamicCache()
+    cache.update(keys, values, 0)
+    cache.layers.append(Other())
+    cache.layers[1].update(keys, values)
+    with_slot_layers(cache, capacity=8)
+    assert type(cache.layers[0]) is SlotLayer and type(cache.layers[1]) is Other
+    assert [torch.equal(k, keys) for k, _ in layer_tensors(cache)] == [True, True]
+
+
+@torch.no_grad()
+def test_decoding_with_slot_layers_gives_dynamic_cache_logits() -> None:
+    model = build_tiny_lm().eval()
+    ids = torch.randint(3, model.config.vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
+    prefill = model(input_ids=ids, use_cache=True)
+    plain, slots = prefill.past_key_values, with_slot_layers(copy.deepcopy(prefill.past_key_values), 6)
+    token = prefill.logits[:, -1].argmax(-1, keepdim=True)
+    for position in range(5, 15):  # past the 6 + 5 slots of the first buffer
+        pos = torch.full((3, 1), position)
+        a = model(input_ids=token, position_ids=pos, past_key_values=plain, use_cache=True)
+        b = model(input_ids=token, position_ids=pos, past_key_values=slots, use_cache=True)
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
+        plain, slots, token = a.past_key_values, b.past_key_values, a.logits[:, -1].argmax(-1, keepdim=True)
+    assert all(type(layer) is SlotLayer for layer in slots.layers)
