@@ -149,3 +149,22 @@ def test_bad_shapes(tiny_lm: nn.Module) -> None:
         sequence_logprobs(tiny_lm, ids[0], mask[0], start)
     with pytest.raises(ValueError, match="attention_mask shape"):
         sequence_logprobs(tiny_lm, ids, mask[:, :-1], start)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_no_grad_path_matches_the_differentiable_one(
+    temperature: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring without grad takes a chunked log-softmax; it must give the training path's numbers."""
+    import textrl_env.logprobs as logprobs
+
+    generator = torch.Generator().manual_seed(0)
+    full = torch.randn(3, 9, 11, generator=generator)
+    logits = full[:, 2:-1]  # (3, 6, 11), a non-contiguous slice as response_logits returns
+    tokens = torch.randint(0, 11, (3, 6), generator=generator)
+    expected = token_logprobs(logits.clone().requires_grad_(), tokens, temperature).detach()
+    monkeypatch.setattr(logprobs, "_chunk_rows", lambda _logits: 4)  # chunks that split rows unevenly
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(logits, tokens, temperature), expected)
+        torch.testing.assert_close(token_logprobs(logits[0, 0], tokens[0, 0], temperature), expected[0, 0])
+        torch.testing.assert_close(token_logprobs(logits[:, 0], tokens[:, 0], temperature), expected[:, 0])
