@@ -17,6 +17,7 @@ from agents.policies import (
     check_policy_vocab,
     obs_to_tensors,
     resolve_policy,
+    sample_from_logits,
 )
 from textrl_env.logprobs import position_ids_from_mask, sequence_logprobs
 
@@ -268,3 +269,19 @@ def test_cuda_bf16_autocast_agrees_with_cpu(tiny_lm: nn.Module) -> None:
     ref_values, ref_logprobs, _ = cpu.evaluate_sequence(ids, mask, 4)
     torch.testing.assert_close(logprobs.cpu(), ref_logprobs.detach(), atol=0.05, rtol=0.05)
     torch.testing.assert_close(values.float().cpu(), ref_values.detach(), atol=0.05, rtol=0.05)
+
+
+def test_sampling_draws_each_token_with_its_probability() -> None:
+    """The exponential race is exact: frequencies match softmax(logits / T), masked tokens never come."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]]).repeat(20_000, 1)  # (N, 5)
+    generator = torch.Generator().manual_seed(0)
+    for temperature in (1.0, 0.5):
+        draws = sample_from_logits(logits, temperature, generator=generator)
+        counts = torch.bincount(draws, minlength=5).double()
+        expected = torch.softmax(logits[0] / temperature, -1).double() * len(draws)
+        assert counts[4] == 0
+        chi2 = ((counts[:4] - expected[:4]) ** 2 / expected[:4]).sum()
+        assert chi2 < 16.3, f"chi-square {chi2:.1f} on 3 degrees of freedom (p < 0.001)"
+    again = sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1)))
+    assert sample_from_logits(logits[:2], deterministic=True).tolist() == [0, 0]
