@@ -58,7 +58,7 @@ import torch
 from agents import RLOO
 from agents.collect import Episodes
 from benchmarks.measure import machine_info, median, write_json
-from benchmarks.rollout import make_native, native_rollout, prompts_for, time_it
+from benchmarks.rollout import generate_rollout, make_native, native_rollout, prompts_for, time_it
 from benchmarks.scaling_report import plot, report
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.default_model import DEFAULT_MODEL_PATH
@@ -209,6 +209,9 @@ def update_once(agent: RLOO, episodes: Episodes) -> int:
     return int(episodes.response_mask.sum())
 
 
+SIDES = ("rollout", "update", "generate")  # generate: model.generate's rollout, the reference
+
+
 class Point:
     """One ``(batch, length)`` pair: its env, its agent, its batch for the update and its timings."""
 
@@ -228,9 +231,7 @@ class Point:
         self.repeats = args.large_repeats if large else args.repeats
         self.cuda = self.envs.device.type == "cuda"
         self.clock = args.clock
-        self.times: dict[str, dict[str, list[float]]] = {
-            side: {"wall": [], "cpu": []} for side in ("rollout", "update")
-        }
+        self.times: dict[str, dict[str, list[float]]] = {side: {"wall": [], "cpu": []} for side in SIDES}
         self.breakdowns: list[dict[str, float]] = []
         self.episodes: Episodes | None = None
 
@@ -249,6 +250,10 @@ class Point:
             self.breakdowns.append(step_breakdown(recorder.step_s, self.clock, total))
         self.times["rollout"]["wall"].append(wall)
         self.times["rollout"]["cpu"].append(cpu)
+        # The reference: model.generate on the same prompts, sampling, length and model.
+        wall, cpu, _ = time_it(lambda: generate_rollout(self.envs, self.length, self.generator), self.cuda)
+        self.times["generate"]["wall"].append(wall)
+        self.times["generate"]["cpu"].append(cpu)
         agent, episodes = self.agent, self.episodes
         if agent is not None:
             assert episodes is not None
@@ -272,7 +277,7 @@ class Point:
             out["rollout_steps"] = {
                 key: median([b[key] for b in self.breakdowns]) for key in self.breakdowns[0]
             }
-        for side in ("rollout", "update"):
+        for side in SIDES:
             times = self.times[side][clock]
             if not times:
                 out[side] = None
@@ -285,7 +290,7 @@ class Point:
                 "wall_s": self.times[side]["wall"],
                 "cpu_s": self.times[side]["cpu"],
             }
-            if side == "rollout":
+            if side != "update":
                 out[side]["ms_per_step"] = 1e3 * seconds / self.length  # one token for every row
         return out
 
@@ -313,7 +318,7 @@ def length_ratio(points: list[dict[str, Any]], batch: int, long: int, short: int
     if long not in by_length or short not in by_length:
         return None
     out: dict[str, Any] = {"batch": batch, "long": long, "short": short, "token_ratio": long / short}
-    for side in ("rollout", "update"):
+    for side in SIDES:
         a, b = by_length[long][side], by_length[short][side]
         out[side] = a["median_s"] / b["median_s"] if a and b else None
     steps_long, steps_short = by_length[long]["rollout_steps"], by_length[short]["rollout_steps"]

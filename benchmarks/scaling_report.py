@@ -27,11 +27,15 @@ def plot(result: dict[str, Any], path: Path | str) -> None:
     )
     for ax, (x_key, fixed_key, fixed, xlabel) in zip(axes, panels, strict=True):
         points = sorted((p for p in result["points"] if p[fixed_key] == fixed), key=lambda p: p[x_key])
-        for side, marker in (("rollout", "o"), ("update", "s")):
-            xs = [p[x_key] for p in points if p[side]]
-            ys = [p[side]["median_s"] for p in points if p[side]]
+        for side, marker, label in (
+            ("rollout", "o", "rollout (textrl vector env)"),
+            ("generate", "^", "model.generate (reference)"),
+            ("update", "s", "update (RLOO step)"),
+        ):
+            xs = [p[x_key] for p in points if p.get(side)]
+            ys = [p[side]["median_s"] for p in points if p.get(side)]
             if xs:
-                ax.plot(xs, ys, marker=marker, label=side)
+                ax.plot(xs, ys, marker=marker, label=label)
         ax.set_xscale("log", base=2)
         rollout = dict((p[x_key], p["rollout"]["median_s"]) for p in points if p["rollout"])
         if len(rollout) > 1:  # constant per-token cost, through length 64 (the acceptance base) or the first
@@ -77,6 +81,7 @@ def report(result: dict[str, Any]) -> None:
                 fmt(ro["ms_per_step"], ".3f"),
                 fmt(ro["us_per_token"], ".1f"),
                 fmt(ro["tokens_per_s"], ",.0f"),
+                fmt(p.get("generate") and p["generate"]["median_s"], ".4f"),
                 fmt(up and up["median_s"], ".4f"),
                 fmt(up and up["us_per_token"], ".1f"),
                 p["repeats"],
@@ -95,6 +100,7 @@ def report(result: dict[str, Any]) -> None:
             "ms/step",
             "us/token",
             "tokens/s",
+            "generate s",
             "update s",
             "upd us/tok",
             "n",
@@ -147,7 +153,8 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"rollout time({ratio['long']}) / time({ratio['short']}) at batch {ratio['batch']}: "
             f"{ratio['rollout']:.2f}x for {ratio['token_ratio']:.0f}x the tokens{verdict}; "
-            f"update: {fmt(ratio['update'], '.2f')}x"
+            f"update: {fmt(ratio['update'], '.2f')}x; "
+            f"model.generate on the same model: {fmt(ratio.get('generate'), '.2f')}x"
         )
         if ratio["rollout_parts"]:
             parts = ratio["rollout_parts"]
