@@ -1,15 +1,17 @@
 """Rollout throughput: textrl's native vector env against ``model.generate`` and the "sync" vector env.
 
-All three produce the same work: ``batch`` prompts, exactly ``length`` sampled tokens each
+Every side produces the same work: ``batch`` prompts, exactly ``length`` sampled tokens each
 (EOS suppressed everywhere, so no side stops early), pure sampling at temperature 1, on the same
 model. The env side is a full rollout: reset, ``length`` steps sampling from
 ``envs.next_token_logits``, and the end-of-episode scoring the env does (reference log-probs,
-KL, decoding, VADER). ``generate`` gets the prompts already tokenized, as the env has them.
+KL, decoding, VADER); it runs twice, with textrl's sampler and with ``generate``'s
+(``torch.multinomial``). ``generate`` gets the prompts already tokenized, as the env has them.
 
     python -m benchmarks.rollout                          # defaults: batch 32, length 16, 5 repeats
     python -m benchmarks.rollout --batch 64 --length 64 --json benchmarks/out/rollout.json
 
-Prints a rich table of medians and the ratios textrl/generate and textrl/sync.
+Prints a rich table of medians and the ratios textrl/generate (also with the same sampler) and
+textrl/sync.
 """
 
 from __future__ import annotations
