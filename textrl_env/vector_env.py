@@ -373,7 +373,8 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             **self._last_logits_only,
         )
         if self._cache is None:  # a full reset: the prefill is the whole cache
-            self._cache = with_slot_layers(out.past_key_values, width + 2 * self.core.max_new_tokens)
+            # Room for one episode per row (what agents collect); autoresets past it grow the buffer.
+            self._cache = with_slot_layers(out.past_key_values, width + self.core.max_new_tokens)
             self._cache_mask = torch.zeros((self.num_envs, width), dtype=torch.long, device=self.core.device)
         else:
             missing = width - self._cache_mask.shape[1]

@@ -84,3 +84,22 @@ def test_decoding_with_slot_layers_gives_dynamic_cache_logits() -> None:
         torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
         plain, slots, token = a.past_key_values, b.past_key_values, a.logits[:, -1].argmax(-1, keepdim=True)
     assert all(type(layer) is SlotLayer for layer in slots.layers)
+
+
+def test_the_vector_env_decodes_an_episode_without_reallocating_its_cache() -> None:
+    from tests.conftest import build_char_tokenizer
+    from tests.textrl_env.test_text_env import PROMPTS, length_reward
+    from textrl_env import TextGenerationVectorEnv
+
+    envs = TextGenerationVectorEnv(
+        build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=3, max_new_tokens=6,
+        autoreset_mode="Disabled",
+    )  # fmt: skip
+    envs.reset(seed=0)
+    layers = list(envs._cache.layers)
+    buffers = [layer._key_buffer for layer in layers]
+    for _ in range(6):
+        envs.step(torch.tensor([5, 6, 7]))  # no EOS: every row runs all 6 tokens
+    assert all(type(layer) is SlotLayer for layer in envs._cache.layers)
+    # The same buffer objects: every append was written in place.
+    assert all(layer._key_buffer is buffer for layer, buffer in zip(envs._cache.layers, buffers, strict=True))
