@@ -137,9 +137,9 @@ def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperat
     never allocates a float32 copy of the whole ``(B, T, V)`` logits: on CPU a tensor that large is
     fresh pages from the OS on every call, and on a GPU it is the peak memory of scoring.
     """
-    out = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)  # (...)
     if logits.dim() == 1:  # a single distribution
         return _token_logprobs_no_grad(logits[None], tokens[None], temperature)[0]
+    out = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)  # (...)
     # (..., V) as a list of 2D (rows, V) blocks that are views, never copies: the leading dims of a
     # sliced (B, T, V) logits tensor need not flatten into one.
     blocks = [(logits, tokens, out)] if logits.dim() == 2 else zip(logits, tokens, out, strict=True)
