@@ -89,6 +89,13 @@ def sample_from_logits(
             f"temperature must be > 0, got {temperature}; use deterministic=True for greedy actions"
         )
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    # torch.multinomial refuses NaN probabilities; argmax would quietly pick one. Checked on the
+    # device, so a GPU rollout does not wait for the host.
+    torch._assert_async(
+        ~probs.isnan().any(),
+        "textrl: the logits give NaN probabilities (a NaN or +inf logit, or a row of only -inf); "
+        "the policy has diverged or a mask removed every token",
+    )
     # The exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i,
     # exactly as torch.multinomial(probs, 1) does internally; drawing E from torch.rand (one
     # vectorised pass) instead of Tensor.exponential_ makes a draw about 4x faster on CPU.

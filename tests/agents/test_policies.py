@@ -285,3 +285,10 @@ def test_sampling_draws_each_token_with_its_probability() -> None:
     again = sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1))
     assert torch.equal(again, sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1)))
     assert sample_from_logits(logits[:2], deterministic=True).tolist() == [0, 0]
+
+
+def test_sampling_refuses_nan_probabilities() -> None:
+    bad = torch.tensor([[0.0, float("nan"), 1.0], [float("-inf")] * 3])
+    for row in bad:
+        with pytest.raises(RuntimeError, match="NaN probabilities"):
+            sample_from_logits(row[None])
