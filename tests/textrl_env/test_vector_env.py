@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -35,9 +37,26 @@ def assert_same_step(sync_out: tuple, vec_out: tuple, step: int) -> None:
         assert "_score" not in i2
 
 
-@pytest.mark.parametrize("estimator", ["k1", "k3"])
-def test_matches_sync_vector_env(estimator: str) -> None:
-    policy = build_tiny_lm()
+def build_tiny_llama(vocab_size: int = 46) -> torch.nn.Module:
+    """A two-layer Llama (rotary positions, grouped-query attention): another cache and mask path."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.conftest import BOS, PAD
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize(
+    ("estimator", "build"), [("k1", build_tiny_lm), ("k3", build_tiny_lm), ("k1", build_tiny_llama)]
+)
+def test_matches_sync_vector_env(estimator: str, build: Callable[[], torch.nn.Module]) -> None:
+    policy = build()
     kwargs = dict(
         tokenizer=build_char_tokenizer(), prompts=PROMPTS + ["a", "bb"], reward_model=length_reward,
         max_new_tokens=5, kl_coef=0.1, kl_estimator=estimator, ref_model=perturbed(policy), temperature=0.7,
