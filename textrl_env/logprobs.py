@@ -137,22 +137,27 @@ def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperat
     never allocates a float32 copy of the whole ``(B, T, V)`` logits: on CPU a tensor that large is
     fresh pages from the OS on every call, and on a GPU it is the peak memory of scoring.
     """
-    if logits.dim() == 1:  # a single distribution
-        return _token_logprobs_no_grad(logits[None], tokens[None], temperature)[0]
-    out = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)  # (...)
-    # (..., V) as a list of 2D (rows, V) blocks that are views, never copies: the leading dims of a
-    # sliced (B, T, V) logits tensor need not flatten into one.
-    blocks = [(logits, tokens, out)] if logits.dim() == 2 else zip(logits, tokens, out, strict=True)
-    for block, block_tokens, block_out in blocks:
-        if block.dim() > 2:
-            block_out.copy_(_token_logprobs_no_grad(block, block_tokens, temperature))
-            continue
-        step = _chunk_rows(block)
-        for start in range(0, block.shape[0], step):
-            chunk = _scaled(block[start : start + step], temperature)  # (n, V) float32
-            index = block_tokens[start : start + step].long().unsqueeze(-1)  # (n, 1)
-            block_out[start : start + step] = torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
-    return out
+    shape = tokens.shape
+    # As (B, T, V) without copying: a sliced (B, T, V) logits tensor (response_logits drops one
+    # column per row) has leading dims that do not flatten into one, so chunks are whole rows of
+    # B when T rows fit in a chunk, else pieces of one row.
+    while logits.dim() < 3:
+        logits = logits.unsqueeze(0)
+    logits = logits.reshape(-1, *logits.shape[-2:])  # a view, unless there are more than 3 dims
+    tokens = tokens.reshape(logits.shape[:2])
+    out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)  # (B, T)
+    batch, length = out.shape
+    rows = _chunk_rows(logits)
+    per_chunk = max(1, rows // length)  # rows of B per chunk
+    for b in range(0, batch, per_chunk):
+        step = rows if per_chunk == 1 else length  # columns of T per chunk
+        for t in range(0, length, step):
+            chunk = _scaled(logits[b : b + per_chunk, t : t + step], temperature)  # (n, m, V) float32
+            index = tokens[b : b + per_chunk, t : t + step].long().unsqueeze(-1)  # (n, m, 1)
+            out[b : b + per_chunk, t : t + step] = (
+                torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
+            )
+    return out.view(shape)
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -151,9 +151,9 @@ def test_bad_shapes(tiny_lm: nn.Module) -> None:
         sequence_logprobs(tiny_lm, ids, mask[:, :-1], start)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize(("temperature", "chunk_rows"), [(1.0, 4), (0.7, 4), (1.0, 13), (0.7, 1000)])
 def test_no_grad_path_matches_the_differentiable_one(
-    temperature: float, monkeypatch: pytest.MonkeyPatch
+    temperature: float, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Scoring without grad takes a chunked log-softmax; it must give the training path's numbers."""
     import textrl_env.logprobs as logprobs
@@ -163,7 +163,8 @@ def test_no_grad_path_matches_the_differentiable_one(
     logits = full[:, 2:-1]  # (3, 6, 11), a non-contiguous slice as response_logits returns
     tokens = torch.randint(0, 11, (3, 6), generator=generator)
     expected = token_logprobs(logits.clone().requires_grad_(), tokens, temperature).detach()
-    monkeypatch.setattr(logprobs, "_chunk_rows", lambda _logits: 4)  # chunks that split rows unevenly
+    # Pieces of a row (4), two rows of the batch per chunk (13), everything at once (1000).
+    monkeypatch.setattr(logprobs, "_chunk_rows", lambda _logits: chunk_rows)
     with torch.no_grad():
         torch.testing.assert_close(token_logprobs(logits, tokens, temperature), expected)
         torch.testing.assert_close(token_logprobs(logits[0, 0], tokens[0, 0], temperature), expected[0, 0])
