@@ -236,8 +236,9 @@ class Point:
         self.episodes: Episodes | None = None
 
     def warm_up(self) -> None:
-        """An untimed rollout (which also gives the update's batch) and an untimed update."""
+        """An untimed rollout (which also gives the update's batch), generate and update."""
         self.episodes = rollout_episodes(self.envs, self.length, self.generator)
+        generate_rollout(self.envs, self.length, self.generator)
         if self.agent is not None:
             update_once(self.agent, self.episodes)
 
