@@ -137,6 +137,9 @@ def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperat
     never allocates a float32 copy of the whole ``(B, T, V)`` logits: on CPU a tensor that large is
     fresh pages from the OS on every call, and on a GPU it is the peak memory of scoring.
     """
+    if logits.numel() <= _chunk_rows(logits) * logits.shape[-1]:  # one chunk: no loop to set up
+        index = tokens.long().unsqueeze(-1)  # (..., 1)
+        return torch.log_softmax(_scaled(logits, temperature), dim=-1).gather(-1, index).squeeze(-1)
     shape = tokens.shape
     # As (B, T, V) without copying: a sliced (B, T, V) logits tensor (response_logits drops one
     # column per row) has leading dims that do not flatten into one, so chunks are whole rows of
