@@ -188,18 +188,25 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         actions = self._check_actions(actions, active)
         slot = self._t.clamp(max=self.core.max_new_tokens - 1)  # (N,) response slot of this token
         column = self.core.prompt_length + slot
-        self._ids[self._rows, column] = torch.where(active, actions, self._ids[self._rows, column])
-        self._mask[self._rows, column] = torch.where(active, 1, self._mask[self._rows, column])
         taken = token_logprobs(self._step_logits(), actions, self.core.temperature)  # (N,)
-        self._logprobs[self._rows, slot] = torch.where(active, taken, self._logprobs[self._rows, slot])
+        if idle.any():  # idle rows keep what their slot holds
+            taken = torch.where(active, taken, self._logprobs[self._rows, slot])
+            actions_in = torch.where(active, actions, self._ids[self._rows, column])
+            self._mask[self._rows, column] = torch.where(active, 1, self._mask[self._rows, column])
+        else:  # every row takes a token (the common step): no gathers needed
+            actions_in = actions
+            self._mask[self._rows, column] = 1
+        self._ids[self._rows, column] = actions_in
+        self._logprobs[self._rows, slot] = taken
         self._t += active.long()
         terminated = active & (actions == self.core.eos_token_id)
         truncated = active & ~terminated & (self._t >= self.core.max_new_tokens)
         ended = (terminated | truncated).cpu().numpy()  # the one host sync per step
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.core.device)
         info = self._finish(ended, rewards) if ended.any() else {}
-        if (~idle & ~ended).any():  # known on the host: skip the forward when no row goes on
-            self._advance(actions, active & ~(terminated | truncated))
+        going_on = ~idle & ~ended  # known on the host: skip the forward when no row goes on
+        if going_on.any():
+            self._advance(actions, active & ~(terminated | truncated), bool(going_on.all()))
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             if idle.any():
                 self._restart_rows(np.flatnonzero(idle))
@@ -294,9 +301,14 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         return info
 
     @torch.no_grad()
-    def _advance(self, actions: torch.Tensor, continuing: torch.Tensor) -> None:
-        """One cached forward of the new token of every continuing row; others add a masked slot."""
-        tokens = torch.where(continuing, actions, self.core.pad_token_id).unsqueeze(1)  # (N, 1)
+    def _advance(self, actions: torch.Tensor, continuing: torch.Tensor, all_continue: bool) -> None:
+        """One cached forward of the new token of every continuing row; others add a masked slot.
+
+        ``all_continue`` (known on the host) skips the row selection when every row goes on.
+        """
+        tokens = (
+            actions if all_continue else torch.where(continuing, actions, self.core.pad_token_id)
+        ).unsqueeze(1)
         self._cache_mask = torch.cat([self._cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
         inputs = {"input_ids": tokens, "position_ids": self._next_pos.unsqueeze(1), "use_cache": True}
         if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
@@ -308,8 +320,9 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         )  # (N, 1, 1, S + 1)
         out = self.core.model(**inputs, attention_mask=mask, past_key_values=self._cache)
         self._cache = out.past_key_values
-        self.next_token_logits = torch.where(
-            continuing.unsqueeze(1), out.logits[:, -1].float(), self.next_token_logits
+        logits = out.logits[:, -1].float()  # (N, V)
+        self.next_token_logits = (
+            logits if all_continue else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
         )
         self._next_pos += continuing.long()
         self._compact()
