@@ -71,17 +71,20 @@ class SlotLayer(DynamicLayer):
         self.is_initialized = True
         self._store(keys, values, capacity)
 
-    def _store(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+    def _store(
+        self, keys: torch.Tensor, values: torch.Tensor, capacity: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, h, s, d = keys.shape
         self._key_buffer = keys.new_empty(b, h, max(capacity, s), d)  # (B, H, capacity, D)
         self._value_buffer = values.new_empty(b, h, max(capacity, s), values.shape[3])
         self._key_buffer[:, :, :s] = keys
         self._value_buffer[:, :, :s] = values
-        self._views(s)
+        return self._views(s)
 
-    def _views(self, length: int) -> None:
-        self.keys = self._key_buffer[:, :, :length]
-        self.values = self._value_buffer[:, :, :length]
+    def _views(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
+        self.keys, self.values = keys, values
+        return keys, values
 
     def _views_current(self) -> bool:
         keys, values = self.keys, self.values
@@ -97,14 +100,15 @@ class SlotLayer(DynamicLayer):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new slots after the current ones and return views of all of them."""
-        assert self.keys is not None and self.values is not None
+        if self.keys is None or self.values is None or self.keys.dim() != 4:  # reset() emptied it
+            self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+            return self._store(key_states, value_states, 2 * key_states.shape[2])
         length, new = self.keys.shape[2], key_states.shape[2]
         if not self._views_current() or length + new > self._key_buffer.shape[2]:
             self._store(self.keys, self.values, 2 * (length + new))
         self._key_buffer[:, :, length : length + new] = key_states
         self._value_buffer[:, :, length : length + new] = value_states
-        self._views(length + new)
-        return self.keys, self.values
+        return self._views(length + new)
 
 
 def with_slot_layers(cache: Any, capacity: int) -> Any:

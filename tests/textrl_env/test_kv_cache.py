@@ -56,6 +56,15 @@ def test_keys_assigned_from_outside_are_adopted() -> None:
     assert torch.equal(got_v, torch.cat([values[1:, :, 1:], new_v], 2))
 
 
+def test_a_reset_layer_starts_again_from_the_next_update() -> None:
+    keys, values = _kv()
+    layer = SlotLayer(keys, values, capacity=8)
+    layer.reset()  # transformers' Cache.reset: drops the tensors
+    new_k, new_v = _kv(slots=2, seed=5)
+    got_k, got_v = layer.update(new_k, new_v)
+    assert torch.equal(got_k, new_k) and torch.equal(got_v, new_v) and layer.get_seq_length() == 2
+
+
 def test_with_slot_layers_swaps_only_plain_dynamic_layers() -> None:
     class Other(DynamicLayer):
         pass
