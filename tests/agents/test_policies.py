@@ -292,3 +292,13 @@ def test_sampling_refuses_nan_probabilities() -> None:
     for row in bad:
         with pytest.raises(RuntimeError, match="NaN probabilities"):
             sample_from_logits(row[None])
+
+
+def test_sampling_never_draws_a_zero_probability_token_when_rand_gives_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch.rand can return exactly 0; the only token with p > 0 must still win its row."""
+    logits = torch.tensor([[float("-inf"), float("-inf"), 0.0, float("-inf")]])
+    real_rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: real_rand(*args, **kwargs).zero_())
+    assert sample_from_logits(logits).tolist() == [2]
