@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
 
 
 def layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -47,80 +46,32 @@ def prepend_empty_slots(cache: Any, n: int) -> None:
 
 
 def drop_leading_slots(cache: Any, n: int) -> None:
-    """Forget the first ``n`` time slots of every row (slots no row attends to any more)."""
+    """Forget the first ``n`` time slots of every row (slots no row attends to any more).
+
+    Views, not copies: a :class:`~textrl_env.slot_layer.SlotLayer` recognises them as a later start
+    in its buffer, and a plain ``DynamicLayer``'s next append copies them anyway.
+    """
     if n <= 0:
         return
     for i, (keys, values) in enumerate(layer_tensors(cache)):
-        _set_layer(cache, i, keys[:, :, n:].contiguous(), values[:, :, n:].contiguous())
-
-
-class SlotLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose keys/values are views into a buffer with room to grow.
-
-    ``DynamicLayer.update`` appends with ``torch.cat``, copying the whole cache every decode step
-    (and, on CPU, touching freshly allocated pages), so a step's cost grows with the response.
-    Here an append writes one slot in place; the buffer doubles when full, so copies are amortised.
-    ``keys``/``values`` stay plain attributes, so code that assigns them (transformers' ``crop``,
-    ``batch_select_indices``, or :func:`drop_leading_slots`) still works: the next update notices
-    that they no longer view the buffer and moves them into a fresh one.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
-        super().__init__()
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-        self._store(keys, values, capacity)
-
-    def _store(
-        self, keys: torch.Tensor, values: torch.Tensor, capacity: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, h, s, d = keys.shape
-        self._key_buffer = keys.new_empty(b, h, max(capacity, s), d)  # (B, H, capacity, D)
-        self._value_buffer = values.new_empty(b, h, max(capacity, s), values.shape[3])
-        self._key_buffer[:, :, :s] = keys
-        self._value_buffer[:, :, :s] = values
-        return self._views(s)
-
-    def _views(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
-        self.keys, self.values = keys, values
-        return keys, values
-
-    def _views_current(self) -> bool:
-        keys, values = self.keys, self.values
-        return (
-            keys is not None
-            and values is not None
-            and keys.data_ptr() == self._key_buffer.data_ptr()
-            and values.data_ptr() == self._value_buffer.data_ptr()
-            and keys.shape[:2] == self._key_buffer.shape[:2]
-        )
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new slots after the current ones and return views of all of them."""
-        if self.keys is None or self.values is None or self.keys.dim() != 4:  # reset() emptied it
-            self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
-            return self._store(key_states, value_states, 2 * key_states.shape[2])
-        length, new = self.keys.shape[2], key_states.shape[2]
-        if not self._views_current() or length + new > self._key_buffer.shape[2]:
-            self._store(self.keys, self.values, 2 * (length + new))
-        self._key_buffer[:, :, length : length + new] = key_states
-        self._value_buffer[:, :, length : length + new] = value_states
-        return self._views(length + new)
+        _set_layer(cache, i, keys[:, :, n:], values[:, :, n:])
 
 
 def with_slot_layers(cache: Any, capacity: int) -> Any:
-    """Swap each plain ``DynamicLayer`` of ``cache`` for a :class:`SlotLayer` with ``capacity`` slots.
+    """Swap each plain ``DynamicLayer`` of ``cache`` for a :class:`~textrl_env.slot_layer.SlotLayer`.
 
-    Other layer kinds (sliding windows, quantised, older caches without ``layers``) are left as
-    they are: their own ``update`` knows rules a plain append would break.
+    ``capacity`` is the number of slots to allocate. Other layer kinds (sliding windows, quantised)
+    are left as they are: their own ``update`` knows rules a plain append would break. So are
+    caches without ``layers`` (transformers < 4.56), which have no ``DynamicLayer`` to subclass;
+    that is why :mod:`textrl_env.slot_layer` is imported only here.
     """
     layers = getattr(cache, "layers", None)
     if layers is None:
         return cache
+    from textrl_env.slot_layer import DynamicLayer, SlotLayer
+
     for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and layer.keys is not None and layer.values is not None:
-            layers[i] = SlotLayer(layer.keys, layer.values, capacity)
+        keys, values = layer.keys, layer.values
+        if type(layer) is DynamicLayer and keys is not None and values is not None and keys.dim() == 4:
+            layers[i] = SlotLayer(keys, values, capacity)
     return cache

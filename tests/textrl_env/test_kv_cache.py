@@ -1,4 +1,4 @@
-"""The preallocated cache layer: same attention inputs as transformers' DynamicCache, appends in place."""
+"""The preallocated cache layer (textrl_env.slot_layer) and the cache surgery around it (textrl_env.kv_cache)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from tests.conftest import build_tiny_lm
-from textrl_env.kv_cache import SlotLayer, drop_leading_slots, layer_tensors, with_slot_layers
+from textrl_env.kv_cache import drop_leading_slots, layer_tensors, with_slot_layers
+from textrl_env.slot_layer import SlotLayer
 
 
 def _kv(batch: int = 2, slots: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +41,24 @@ def test_grows_when_full_and_keeps_every_slot() -> None:
     assert layer._key_buffer.shape[2] >= 5
     assert torch.equal(got_k, torch.cat([keys, new_k], 2))
     assert torch.equal(got_v, torch.cat([values, new_v], 2))
+
+
+def test_dropping_leading_slots_moves_the_start_without_copying() -> None:
+    keys, values = _kv(slots=4)
+    cache = DynamicCache()
+    cache.update(keys, values, 0)
+    with_slot_layers(cache, capacity=8)
+    buffer = cache.layers[0]._key_buffer
+    drop_leading_slots(cache, 3)
+    new_k, new_v = _kv(slots=2, seed=4)
+    got_k, got_v = cache.layers[0].update(new_k, new_v)
+    assert cache.layers[0]._key_buffer is buffer  # 3 + 1 + 2 slots still fit: nothing was copied
+    assert torch.equal(got_k, torch.cat([keys[:, :, 3:], new_k], 2))
+    assert torch.equal(got_v, torch.cat([values[:, :, 3:], new_v], 2))
+    more_k, more_v = _kv(slots=3, seed=6)  # past the end of the buffer: moved to a new one
+    got_k, _ = cache.layers[0].update(more_k, more_v)
+    assert cache.layers[0]._key_buffer is not buffer
+    assert torch.equal(got_k, torch.cat([keys[:, :, 3:], new_k, more_k], 2))
 
 
 def test_keys_assigned_from_outside_are_adopted() -> None:
