@@ -169,3 +169,8 @@ def test_no_grad_path_matches_the_differentiable_one(
         torch.testing.assert_close(token_logprobs(logits, tokens, temperature), expected)
         torch.testing.assert_close(token_logprobs(logits[0, 0], tokens[0, 0], temperature), expected[0, 0])
         torch.testing.assert_close(token_logprobs(logits[:, 0], tokens[:, 0], temperature), expected[:, 0])
+
+
+def test_token_logprobs_wants_one_token_per_distribution() -> None:
+    with pytest.raises(ValueError, match=r"one token id per distribution, shape \(2, 3\)"):
+        token_logprobs(torch.zeros(2, 3, 5), torch.zeros(2, 1, dtype=torch.long))
