@@ -58,12 +58,16 @@ class SlotLayer(DynamicLayer):
         pairs = ((keys, self._key_buffer), (values, self._value_buffer))
         if any(t.shape[:2] != buf.shape[:2] or t.stride() != buf.stride() for t, buf in pairs):
             return None
-        slot_bytes = self._key_buffer.stride(2) * self._key_buffer.element_size()
-        offset = keys.data_ptr() - self._key_buffer.data_ptr()
-        if offset < 0 or offset % slot_bytes or values.data_ptr() - self._value_buffer.data_ptr() != offset:
-            return None
-        start = offset // slot_bytes
-        return start if start + keys.shape[2] <= self._key_buffer.shape[2] else None
+        starts = []
+        for t, buf in pairs:  # values may have another head size than keys, so each its own slot size
+            slot_bytes = buf.stride(2) * buf.element_size()
+            offset = t.data_ptr() - buf.data_ptr()
+            if offset < 0 or offset % slot_bytes:
+                return None
+            starts.append(offset // slot_bytes)
+        start = starts[0]
+        fits = start + keys.shape[2] <= self._key_buffer.shape[2]
+        return start if fits and starts[1] == start and values.shape[2] == keys.shape[2] else None
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any

@@ -131,3 +131,17 @@ def test_the_vector_env_decodes_an_episode_without_reallocating_its_cache() -> N
     assert all(type(layer) is SlotLayer for layer in envs._cache.layers)
     # The same buffer objects: every append was written in place.
     assert all(layer._key_buffer is buffer for layer, buffer in zip(envs._cache.layers, buffers, strict=True))
+
+
+def test_values_with_another_head_size_append_in_place() -> None:
+    """Some attention variants cache values with a different head size than keys."""
+    keys, _ = _kv(slots=3)
+    values = torch.randn(2, 2, 3, 6)
+    layer = SlotLayer(keys, values, capacity=8)
+    buffer = layer._value_buffer
+    new_k, new_v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 6)
+    got_k, got_v = layer.update(new_k, new_v)
+    assert layer._value_buffer is buffer
+    assert torch.equal(got_v, torch.cat([values, new_v], 2)) and torch.equal(
+        got_k, torch.cat([keys, new_k], 2)
+    )
