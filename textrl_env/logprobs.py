@@ -147,8 +147,7 @@ def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperat
     fresh pages from the OS on every call, and on a GPU it is the peak memory of scoring.
     """
     if logits.numel() <= _chunk_rows(logits) * logits.shape[-1]:  # one chunk: no loop to set up
-        index = tokens.long().unsqueeze(-1)  # (..., 1)
-        return torch.log_softmax(_scaled(logits, temperature), dim=-1).gather(-1, index).squeeze(-1)
+        return _picked_log_softmax(logits, tokens, temperature)
     shape = tokens.shape
     # As (B, T, V) without copying: a sliced (B, T, V) logits tensor (response_logits drops one
     # column per row) has leading dims that do not flatten into one, so chunks are whole rows of
@@ -164,12 +163,15 @@ def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperat
     for b in range(0, batch, per_chunk):
         step = rows if per_chunk == 1 else length  # columns of T per chunk
         for t in range(0, length, step):
-            chunk = _scaled(logits[b : b + per_chunk, t : t + step], temperature)  # (n, m, V) float32
-            index = tokens[b : b + per_chunk, t : t + step].long().unsqueeze(-1)  # (n, m, 1)
-            out[b : b + per_chunk, t : t + step] = (
-                torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
-            )
+            part = (slice(b, b + per_chunk), slice(t, t + step))
+            out[part] = _picked_log_softmax(logits[part], tokens[part], temperature)
     return out.view(shape)
+
+
+def _picked_log_softmax(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` at ``tokens``, float32 ``(...)``, in one fused pass."""
+    index = tokens.long().unsqueeze(-1)  # (..., 1)
+    return torch.log_softmax(_scaled(logits, temperature), dim=-1).gather(-1, index).squeeze(-1)
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
