@@ -55,19 +55,22 @@ class SlotLayer(DynamicLayer):
 
     def _start_of(self, keys: torch.Tensor, values: torch.Tensor) -> int | None:
         """The slot where ``keys``/``values`` begin if they view the buffers, else None."""
-        pairs = ((keys, self._key_buffer), (values, self._value_buffer))
-        if any(t.shape[:2] != buf.shape[:2] or t.stride() != buf.stride() for t, buf in pairs):
-            return None
-        starts = []
-        for t, buf in pairs:  # values may have another head size than keys, so each its own slot size
+        starts = set()
+        for t, buf in ((keys, self._key_buffer), (values, self._value_buffer)):
+            # Each by its own slot size: values may have another head size than keys.
             slot_bytes = buf.stride(2) * buf.element_size()
             offset = t.data_ptr() - buf.data_ptr()
-            if offset < 0 or offset % slot_bytes:
+            if (
+                t.shape[:2] != buf.shape[:2]
+                or t.stride() != buf.stride()
+                or offset < 0
+                or offset % slot_bytes
+            ):
                 return None
-            starts.append(offset // slot_bytes)
-        start = starts[0]
+            starts.add(offset // slot_bytes)
+        start = starts.pop()
         fits = start + keys.shape[2] <= self._key_buffer.shape[2]
-        return start if fits and starts[1] == start and values.shape[2] == keys.shape[2] else None
+        return start if fits and not starts and values.shape[2] == keys.shape[2] else None
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
