@@ -30,7 +30,9 @@ directory and loaded by the env through its ordinary ``model=<path>`` argument:
 bf16 Adam step on bf16 weights.
 
 The acceptance figure: with the KV cache, the per-token rollout cost stays about flat as the
-response grows, so ``time(512) / time(64) <= 10`` at the fixed batch (8x the tokens).
+response grows, so ``time(512) / time(64) <= 10`` at the fixed batch (8x the tokens). Next to it
+the report gives the ratio's compute floor (:mod:`benchmarks.compute_floor`): the ratio if time
+were proportional to multiply-adds, with no per-step overhead.
 
     python -m benchmarks.scaling --clock cpu          # CPU defaults, a few minutes
     python -m benchmarks.scaling --device cuda --model-size gpt2-small --dtype bfloat16 --grid full
@@ -57,10 +59,12 @@ import torch
 
 from agents import RLOO
 from agents.collect import Episodes
+from benchmarks.compute_floor import floor_ratio
 from benchmarks.measure import machine_info, median, write_json
 from benchmarks.rollout import generate_rollout, make_native, native_rollout, prompts_for, time_it
 from benchmarks.scaling_report import plot, report
 from textrl_env import TextGenerationVectorEnv
+from textrl_env.core import leading_padding
 from textrl_env.default_model import DEFAULT_MODEL_PATH
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -330,6 +334,12 @@ def length_ratio(points: list[dict[str, Any]], batch: int, long: int, short: int
     return out
 
 
+def kept_window(envs: TextGenerationVectorEnv) -> int:
+    """Prompt columns the env keeps for ``prompts_for(batch)``: its window minus all-padding columns."""
+    _, mask = envs.core.encode_prompt_batch(prompts_for(envs.num_envs))
+    return envs.prompt_length - leading_padding(mask)
+
+
 def code_version() -> dict[str, Any]:
     """The commit measured, and the tracked files that differed from it (the checkout may be shared)."""
     import subprocess
@@ -372,6 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 point.measure()
     records = [point.record(args.clock) for point in points]
     records.sort(key=lambda p: (p["batch"], p["length"]))
+    window = kept_window(next(p.envs for p in points if p.batch == args.fixed_batch))
     result: dict[str, Any] = {
         "settings": vars(args) | {"n_positions": n_positions, "prompt_window": window},
         "model": model,
@@ -383,7 +394,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_longest_shortest": length_ratio(
             records, args.fixed_batch, max(args.lengths), min(args.lengths)
         ),
+        "kept_prompt_window": window,
     }
+    for key in ("ratio_512_64", "ratio_longest_shortest"):
+        if result[key] is not None:  # what the ratio would be if time were work (compute_floor)
+            result[key]["compute_floor"] = floor_ratio(
+                model, window, result[key]["long"], result[key]["short"]
+            )
     return result
 
 

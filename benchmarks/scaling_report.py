@@ -156,6 +156,11 @@ def report(result: dict[str, Any]) -> None:
             f"update: {fmt(ratio['update'], '.2f')}x; "
             f"model.generate on the same model: {fmt(ratio.get('generate'), '.2f')}x"
         )
+        if ratio.get("compute_floor") is not None:
+            print(
+                f"  compute floor (time proportional to multiply-adds, no per-step overhead; "
+                f"benchmarks/compute_floor.py): {ratio['compute_floor']:.2f}x"
+            )
         if ratio["rollout_parts"]:
             parts = ratio["rollout_parts"]
             print(
