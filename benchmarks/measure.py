@@ -50,16 +50,21 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.baseline = self.peak = 0
+        self._cuda, self._cuda_start = False, 0  # whether CUDA was in use at entry, and its allocation then
 
     def _sample(self) -> None:
         while not self._stop.wait(self._interval):
             self.peak = max(self.peak, self._proc.memory_info().rss)
 
     def __enter__(self) -> PeakMemory:
+        # Only a CUDA context that already exists is touched: starting one here would add its
+        # hundreds of MB to the RSS delta measured from the baseline below.
+        self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda_start = torch.cuda.memory_allocated()
         self.baseline = self.peak = self._proc.memory_info().rss
         self._maxrss_start = _maxrss_bytes()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         self._thread.start()
         return self
 
@@ -77,8 +82,9 @@ class PeakMemory:
             "peak_rss_mb": self.peak / mb,
             "peak_rss_delta_mb": (self.peak - self.baseline) / mb,
         }
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
             out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / mb
+            out["cuda_peak_allocated_delta_mb"] = (torch.cuda.max_memory_allocated() - self._cuda_start) / mb
         return out
 
 

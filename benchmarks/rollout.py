@@ -76,7 +76,7 @@ def generate_rollout(envs: TextGenerationVectorEnv, length: int, generator: torc
     """``model.generate`` on the same prompts (left-padded to the longest), same sampling and length."""
     core = envs.core
     ids, mask = core.encode_prompt_batch(prompts_for(envs.num_envs))
-    torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator, device=generator.device)))
     with torch.no_grad():
         out = core.model.generate(
             input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
@@ -93,7 +93,8 @@ def sync_rollout(sync: Any, policy: LMPolicy, length: int, generator: torch.Gene
         with torch.no_grad():
             logits = policy(obs)
         logits[:, eos] = float("-inf")
-        obs, *_ = sync.step(sample_from_logits(logits, policy.temperature, generator=generator).numpy())
+        actions = sample_from_logits(logits, policy.temperature, generator=generator)
+        obs, *_ = sync.step(actions.cpu().numpy())
     return sync.num_envs * length
 
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if not args.skip_sync:
         sync = gym.make_vec("textrl/Sentiment-v0", num_envs=args.batch, vectorization_mode="sync",
-                            max_new_tokens=args.length, model=args.model)  # fmt: skip
+                            max_new_tokens=args.length, model=args.model, device=args.device)  # fmt: skip
         policy = LMPolicy(sync.unwrapped.envs[0].unwrapped.model, temperature=1.0)
         sides["gym sync vector env"] = lambda: sync_rollout(sync, policy, args.length, gen)
     gen = torch.Generator(device=envs.device).manual_seed(0)

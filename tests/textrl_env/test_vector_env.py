@@ -91,13 +91,17 @@ def test_restarted_rows_ignore_their_action() -> None:
     assert obs["attention_mask"][0, vec.prompt_length :].sum() == 0
 
 
-def test_next_token_logits_match_a_full_forward() -> None:
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_next_token_logits_match_a_full_forward(attention: str) -> None:
     policy = build_tiny_lm()
+    policy.set_attn_implementation(attention)
     vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, num_envs=3,
                                   max_new_tokens=6)  # fmt: skip
     obs, _ = vec.reset(seed=0)
     for token in (5, 9):
         obs, *_ = vec.step(torch.full((3,), token))
+    # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
+    assert vec._mask_4d is (attention == "sdpa")
     mask = obs["attention_mask"]
     with torch.no_grad():
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
