@@ -273,7 +273,7 @@ class Point:
     def release(self) -> None:
         """Free what this point holds between its timings, since every point stays alive: the
         env's KV cache (the next full reset builds a new one) and the update's gradients (the
-        next step zeroes them anyway). On a GPU with ``--grid full`` that is tens of GB."""
+        next step zeroes them anyway). On a GPU with ``--grid full`` that is many GB."""
         self.envs._cache = None
         if self.agent is not None:
             self.agent.optimizer.zero_grad(set_to_none=True)
