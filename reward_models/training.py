@@ -15,17 +15,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from reward_models.checks import check_positive_ints
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
 from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 Pairs = Sequence[PreferencePair] | str | os.PathLike[str]
 
@@ -162,6 +164,9 @@ def _check_hyperparameters(
 
 
 def _progress(enabled: bool) -> Progress:
+    # Imported here: every env imports reward_models, and only training draws a progress bar.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("[bold]reward model[/] epoch {task.fields[epoch]}"),
         BarColumn(),
