@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
+from tests.conftest import build_tiny_lm
 from textrl_env.logprobs import (
+    _packed_forward,
     position_ids_from_mask,
     response_logits,
     sequence_logprobs,
@@ -174,3 +178,54 @@ def test_no_grad_path_matches_the_differentiable_one(
 def test_token_logprobs_wants_one_token_per_distribution() -> None:
     with pytest.raises(ValueError, match=r"one token id per distribution, shape \(2, 3\)"):
         token_logprobs(torch.zeros(2, 3, 5), torch.zeros(2, 1, dtype=torch.long))
+
+
+_LM = build_tiny_lm(vocab_size=64)  # one model for every example (Hypothesis reruns the test body)
+
+
+@st.composite
+def padded_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-padded prompts of 1..P real tokens, then responses of 0..T real tokens, right-padded."""
+    batch, prompt, response = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 8))
+    ids = torch.tensor(draw(st.lists(st.integers(0, 63), min_size=batch * (prompt + response),
+                                     max_size=batch * (prompt + response)))).view(batch, -1)  # fmt: skip
+    mask = torch.zeros_like(ids)
+    for row in range(batch):
+        real_prompt, real_response = draw(st.integers(1, prompt)), draw(st.integers(0, response))
+        mask[row, prompt - real_prompt : prompt + real_response] = 1
+    return ids, mask, prompt
+
+
+@settings(max_examples=40, deadline=None)
+@given(padded_batches(), st.sampled_from([1.0, 0.7]))
+def test_causal_packed_forward_matches_the_masked_one(
+    batch: tuple[torch.Tensor, torch.Tensor, int], temperature: float
+) -> None:
+    """Rows rolled to the front under plain causal attention: the log-probs and entropies of the
+    full masked forward, with and without grad."""
+    ids, mask, start = batch
+    assert _packed_forward(_LM, ids, mask, start) is not None  # the causal path is the one tested
+    expected = _naive(_LM, ids, mask, start, temperature)
+    logprobs, entropy = sequence_logprobs(_LM, ids, mask, start, temperature, return_entropy=True)
+    torch.testing.assert_close(logprobs, expected, rtol=1e-5, atol=1e-5)
+    logits = response_logits(_LM, ids, mask, start)  # the masked path, aligned with the response
+    torch.testing.assert_close(
+        entropy, token_entropy(logits, temperature) * mask[:, start:], rtol=1e-5, atol=1e-5
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            sequence_logprobs(_LM, ids, mask, start, temperature), expected, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_masks_the_causal_path_cannot_take_use_the_masked_forward(tiny_lm: nn.Module) -> None:
+    ids, mask, start = _batch()
+    holed = mask.clone()
+    holed[1, 5] = 0  # a hole inside row 1's response
+    empty_prompt = mask.clone()
+    empty_prompt[0, :start] = 0  # row 0 has no real prompt token
+    for bad in (holed, empty_prompt):
+        assert _packed_forward(tiny_lm, ids, bad, start) is None
+        torch.testing.assert_close(
+            sequence_logprobs(tiny_lm, ids, bad, start), _naive(tiny_lm, ids, bad, start, 1.0)
+        )
