@@ -102,48 +102,59 @@ def response_logits(
     return logits[:, -(n_response + 1) : -1]  # (B, T, V)
 
 
-def _packed_forward(
+def _teacher_forced(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The teacher-forced forward with each row's real tokens moved to its front, or None.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits that predict the response, from the cheaper of two exact forwards.
 
-    A left-padded prompt followed by a right-padded response needs a padding mask, and with a
-    mask the attention kernels compute every (query, key) pair and mask half of them afterwards.
-    Rolling each row left by its leading padding puts every real token before every pad, so plain
-    causal attention (an all-ones mask, positions ``0, 1, ...``) gives each real token exactly the
-    context and position it had, and the kernels skip the pairs above the diagonal (about 10%
-    off a CPU update at 512 tokens; on a GPU it is what lets SDPA use its flash kernel).
+    Either way, columns that are padding in every row are dropped first: they change nothing.
+
+    **Causal** (when it pays). A left-padded prompt followed by a right-padded response needs a
+    padding mask, and with a mask the attention kernels compute every (query, key) pair and mask
+    half of them afterwards. Rolling each row left by its leading padding puts every real token
+    before every pad, so plain causal attention (an all-ones mask, positions ``0, 1, ...``) gives
+    each real token exactly the context and position it had, and the kernels skip the pairs above
+    the diagonal (on a GPU, this is what lets SDPA use its flash kernel). The price: rows whose
+    prompts differ in length by ``spread`` tokens no longer have their responses in the same
+    columns, so the LM head runs on ``spread`` more columns; taken when that is at most an eighth
+    of the response.
+
+    **Masked** otherwise, and when some row's real tokens are not one run (a mask with holes) or
+    a row has no real prompt token, where only the masked forward is exact.
 
     Returns:
-        ``(logits, targets, index)``: logits ``(B, K, V)`` of the last K rolled columns, the token
-        each of them predicts ``(B, K)``, and ``(B, T)`` the column of K that predicts each
-        response token. None when some row's real tokens are not one run (a mask with holes) or
-        a row has no real prompt token: then only the masked forward is exact.
+        ``(logits, targets, index)``. Causal: logits ``(B, K, V)`` of the last K columns, the
+        token each predicts ``(B, K)``, and ``(B, T)`` the column of K that predicts each response
+        token. Masked: logits ``(B, T, V)`` aligned with the response, its tokens, and None.
     """
-    batch, length = input_ids.shape
+    length = input_ids.shape[1]
+    n_response = length - response_start
     lead = (attention_mask.cumsum(-1) == 0).sum(-1)  # (B,) leading padding of each row
     columns = torch.arange(length, device=input_ids.device)
     roll = (columns + lead.unsqueeze(1)) % length  # (B, L): row b rolled left by lead[b]
     rolled_mask = attention_mask.gather(1, roll)
     one_run = (rolled_mask[:, 1:] <= rolled_mask[:, :-1]).all()
-    exact, max_lead = torch.stack([one_run.long(), lead.max()]).tolist()  # the one host sync
-    if not exact or max_lead >= response_start:
-        return None
-    keep = length - response_start + 1 + max_lead  # every row's response, whatever its shift
+    exact, low, high = torch.stack([one_run.long(), lead.min(), lead.max()]).tolist()  # one host sync
+    if not exact or high >= response_start or 8 * (high - low) > n_response:
+        low = min(low, response_start - 1)  # the response needs one prompt column before it
+        logits = response_logits(model, input_ids[:, low:], attention_mask[:, low:], response_start - low)
+        return logits, input_ids[:, response_start:], None
+    # Every row now ends in at least `low` pads: drop those columns. Response token t of row b
+    # sits at column response_start + t - lead[b]; keep the columns that predict all of them.
+    rolled = input_ids.gather(1, roll)[:, : length - low]
+    keep = n_response + 1 + high - low
     kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
-    rolled = input_ids.gather(1, roll)
     out = model(
         input_ids=rolled,
-        attention_mask=torch.ones_like(attention_mask),
-        position_ids=columns.expand(batch, length),
+        attention_mask=torch.ones_like(rolled),
+        position_ids=columns[: length - low].expand_as(rolled),
         use_cache=False,
         **kwargs,
     )
     logits = (out.logits if hasattr(out, "logits") else out[0])[:, -keep:]  # (B, K, V)
-    # Kept column k predicts rolled column L - K + k + 1; the last one predicts nothing (any id).
-    targets = rolled[:, length - keep :].roll(-1, dims=1)  # (B, K)
-    # Response token t of row b sits at rolled column response_start + t - lead[b].
-    index = torch.arange(length - response_start, device=input_ids.device) + (max_lead - lead).unsqueeze(1)
+    # Kept column k predicts the token one column later; the last one predicts nothing (any id).
+    targets = rolled[:, -keep:].roll(-1, dims=1)  # (B, K)
+    index = torch.arange(n_response, device=input_ids.device) + (high - lead).unsqueeze(1)  # (B, T)
     return logits, targets, index
 
 
@@ -314,16 +325,12 @@ def sequence_logprobs(
     """
     _check_inputs(input_ids, attention_mask, response_start)
     mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
-    packed = _packed_forward(model, input_ids, attention_mask, response_start)
-    if packed is not None:  # causal attention without a padding mask; results back to (B, T)
-        logits, targets, index = packed
-        logprobs = token_logprobs(logits, targets, temperature).gather(1, index) * mask
-        if not return_entropy:
-            return logprobs
-        return logprobs, token_entropy(logits, temperature).gather(1, index) * mask
-    logits = response_logits(model, input_ids, attention_mask, response_start)  # (B, T, V)
-    tokens = input_ids[:, response_start:]  # (B, T)
-    logprobs = token_logprobs(logits, tokens, temperature) * mask
+    logits, targets, index = _teacher_forced(model, input_ids, attention_mask, response_start)
+
+    def per_response_token(values: torch.Tensor) -> torch.Tensor:  # (B, K or T) -> (B, T), masked
+        return (values if index is None else values.gather(1, index)) * mask
+
+    logprobs = per_response_token(token_logprobs(logits, targets, temperature))
     if not return_entropy:
         return logprobs
-    return logprobs, token_entropy(logits, temperature) * mask
+    return logprobs, per_response_token(token_entropy(logits, temperature))

@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.conftest import build_tiny_lm
 from textrl_env.logprobs import (
-    _packed_forward,
+    _teacher_forced,
     position_ids_from_mask,
     response_logits,
     sequence_logprobs,
@@ -185,47 +185,60 @@ _LM = build_tiny_lm(vocab_size=64)  # one model for every example (Hypothesis re
 
 @st.composite
 def padded_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Left-padded prompts of 1..P real tokens, then responses of 0..T real tokens, right-padded."""
-    batch, prompt, response = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 8))
+    """Left-padded prompts of 1..P real tokens, then responses of 0..T real tokens, right-padded;
+    half of the batches have prompts that differ by at most T / 8 tokens (the causal path)."""
+    batch, prompt, response = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 24))
+    longest = prompt - draw(st.integers(0, prompt - 1) | st.just(0))  # columns before: padding in every row
+    shortest = max(1, longest - response // 8) if draw(st.booleans()) else 1
     ids = torch.tensor(draw(st.lists(st.integers(0, 63), min_size=batch * (prompt + response),
                                      max_size=batch * (prompt + response)))).view(batch, -1)  # fmt: skip
     mask = torch.zeros_like(ids)
     for row in range(batch):
-        real_prompt, real_response = draw(st.integers(1, prompt)), draw(st.integers(0, response))
+        real_prompt, real_response = draw(st.integers(shortest, longest)), draw(st.integers(0, response))
         mask[row, prompt - real_prompt : prompt + real_response] = 1
     return ids, mask, prompt
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(padded_batches(), st.sampled_from([1.0, 0.7]))
-def test_causal_packed_forward_matches_the_masked_one(
+def test_both_forwards_match_the_full_masked_one(
     batch: tuple[torch.Tensor, torch.Tensor, int], temperature: float
 ) -> None:
-    """Rows rolled to the front under plain causal attention: the log-probs and entropies of the
-    full masked forward, with and without grad."""
+    """Log-probs and entropies equal those of the full masked forward, with and without grad,
+    whichever forward runs: causal (rows rolled to the front) when the prompts differ by at most
+    an eighth of the response, masked (without all-padding columns) otherwise."""
     ids, mask, start = batch
-    assert _packed_forward(_LM, ids, mask, start) is not None  # the causal path is the one tested
+    prompt_lengths = mask[:, :start].sum(-1)
+    narrow = 8 * int(prompt_lengths.max() - prompt_lengths.min()) <= ids.shape[1] - start
+    assert (_teacher_forced(_LM, ids, mask, start)[2] is not None) == narrow
     expected = _naive(_LM, ids, mask, start, temperature)
     logprobs, entropy = sequence_logprobs(_LM, ids, mask, start, temperature, return_entropy=True)
     torch.testing.assert_close(logprobs, expected, rtol=1e-5, atol=1e-5)
-    logits = response_logits(_LM, ids, mask, start)  # the masked path, aligned with the response
-    torch.testing.assert_close(
-        entropy, token_entropy(logits, temperature) * mask[:, start:], rtol=1e-5, atol=1e-5
-    )
+    full = _LM(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    expected_entropy = token_entropy(full[:, start - 1 : -1], temperature) * mask[:, start:]
+    torch.testing.assert_close(entropy, expected_entropy, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(
             sequence_logprobs(_LM, ids, mask, start, temperature), expected, rtol=1e-5, atol=1e-5
         )
 
 
-def test_masks_the_causal_path_cannot_take_use_the_masked_forward(tiny_lm: nn.Module) -> None:
-    ids, mask, start = _batch()
+def test_masks_the_causal_forward_cannot_take_use_the_masked_one(tiny_lm: nn.Module) -> None:
+    start = 4
+    ids = torch.arange(2, 26).view(2, 12)
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], [1] * 12])  # prompts of 3 and 4 tokens
+    assert _teacher_forced(tiny_lm, ids, mask, start)[2] is not None  # 8 response columns >= 8 x 1
     holed = mask.clone()
-    holed[1, 5] = 0  # a hole inside row 1's response
+    holed[1, 6] = 0  # a hole inside row 1's response
     empty_prompt = mask.clone()
     empty_prompt[0, :start] = 0  # row 0 has no real prompt token
-    for bad in (holed, empty_prompt):
-        assert _packed_forward(tiny_lm, ids, bad, start) is None
+    wide_ids, wide, wide_start = _batch()  # prompts of 2 and 4 tokens: a spread of 2 > 4 / 8
+    # and with two more columns of padding in front of every row, which the masked forward drops
+    padded_ids, padded = torch.nn.functional.pad(wide_ids, (2, 0)), torch.nn.functional.pad(wide, (2, 0))
+    for ids_, bad, start_ in (
+        (ids, holed, start), (ids, empty_prompt, start), (wide_ids, wide, wide_start), (padded_ids, padded, 6)
+    ):  # fmt: skip
+        assert _teacher_forced(tiny_lm, ids_, bad, start_)[2] is None
         torch.testing.assert_close(
-            sequence_logprobs(tiny_lm, ids, bad, start), _naive(tiny_lm, ids, bad, start, 1.0)
+            sequence_logprobs(tiny_lm, ids_, bad, start_), _naive(tiny_lm, ids_, bad, start_, 1.0)
         )
