@@ -32,6 +32,7 @@ from torch import nn
 
 from textrl_env.logprobs import (
     accepts_logits_to_keep,
+    drop_common_padding,
     position_ids_from_mask,
     sequence_logprobs,
     token_entropy,
@@ -418,6 +419,10 @@ class LMActorCriticPolicy(LMPolicy):
     def _evaluate_sequence(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int, need_policy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        # Prompt columns no row uses change nothing: a shorter forward (and backward) without them.
+        input_ids, attention_mask, response_start = drop_common_padding(
+            input_ids, attention_mask, response_start
+        )
         n_response = input_ids.shape[1] - response_start
         mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
         if self.critic is not None:

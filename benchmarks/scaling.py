@@ -64,8 +64,8 @@ from benchmarks.measure import machine_info, median, write_json
 from benchmarks.rollout import generate_rollout, make_native, native_rollout, prompts_for, time_it
 from benchmarks.scaling_report import plot, report
 from textrl_env import TextGenerationVectorEnv
-from textrl_env.core import leading_padding
 from textrl_env.default_model import DEFAULT_MODEL_PATH
+from textrl_env.logprobs import leading_padding
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 2, "n_embd": 128, "n_head": 4},  # the embedded default model's dims

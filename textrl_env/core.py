@@ -19,7 +19,7 @@ from torch import nn
 
 from reward_models import RewardModel, compute_rewards, kl_penalty
 from reward_models.shaping import KL_ESTIMATORS, KLEstimator
-from textrl_env.logprobs import sequence_logprobs
+from textrl_env.logprobs import drop_common_padding, sequence_logprobs
 from textrl_env.models import (
     ModelLike,
     context_length,
@@ -145,10 +145,7 @@ class GenerationCore:
         """
         response_ids = input_ids[:, self.prompt_length :]  # (B, T)
         response_mask = attention_mask[:, self.prompt_length :]
-        # Columns of the prompt window that are padding in every row change nothing: skip them.
-        skip = leading_padding(attention_mask[:, : self.prompt_length])
-        input_ids, attention_mask = input_ids[:, skip:], attention_mask[:, skip:]
-        start = self.prompt_length - skip
+        input_ids, attention_mask, start = drop_common_padding(input_ids, attention_mask, self.prompt_length)
         if logprobs is None:
             logprobs = sequence_logprobs(self.model, input_ids, attention_mask, start, self.temperature)
         ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
@@ -187,13 +184,6 @@ class CoreAttributes:
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
         self.core.kl_coef = float(value)
-
-
-def leading_padding(prompt_mask: torch.Tensor) -> int:
-    """How many leading columns of a left-padded ``(B, P)`` mask are padding in every row."""
-    used = prompt_mask.any(dim=0)  # (P,)
-    # A used sentinel column at the end makes an all-padding block give P, with one host sync.
-    return int(torch.cat([used, used.new_ones(1)]).int().argmax())
 
 
 def check_settings(

@@ -8,7 +8,11 @@ measures them the same way (the checklist of "The N+ implementation details of R
 - logits are divided by the sampling temperature *before* the log-softmax, so the log-probs are
   those of the distribution the tokens were actually sampled from;
 - the logit at column ``j`` predicts the token at column ``j + 1``;
-- masked response positions come back as exactly 0.
+- masked response positions come back as exactly 0;
+- the forward itself is the cheaper of two exact ones (see ``_teacher_forced``): columns that
+  are padding in every row are dropped, and when the prompts are about the same length, each
+  row's real tokens are rolled to its front and run under plain causal attention, with no
+  padding mask.
 
 Only torch is imported here, so any package may depend on this module cheaply.
 """
@@ -32,6 +36,29 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         ``(B, L)`` int64 positions; padding before the first real token gets 0.
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def leading_padding(prompt_mask: torch.Tensor) -> int:
+    """How many leading columns of a left-padded ``(B, P)`` mask are padding in every row."""
+    used = prompt_mask.any(dim=0)  # (P,)
+    # A used sentinel column at the end makes an all-padding block give P, with one host sync.
+    return int(torch.cat([used, used.new_ones(1)]).int().argmax())
+
+
+def drop_common_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Drop the leading columns that are padding in every row: they change no real token's output.
+
+    Prompt windows are sized for the longest prompt a task has, so a batch of shorter ones
+    carries columns no row uses; a teacher-forced pass without them is the same, only shorter.
+    One column before the response is always kept (it predicts the first response token).
+
+    Returns:
+        ``(input_ids, attention_mask, response_start)`` without those columns.
+    """
+    low = max(0, min(leading_padding(attention_mask[:, :response_start]), response_start - 1))
+    return input_ids[:, low:], attention_mask[:, low:], response_start - low
 
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:

@@ -15,9 +15,14 @@ from gymnasium.vector.utils import batch_space
 from torch import nn
 
 from reward_models import RewardModel
-from textrl_env.core import CoreAttributes, GenerationCore, leading_padding
+from textrl_env.core import CoreAttributes, GenerationCore
 from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
-from textrl_env.logprobs import accepts_logits_to_keep, position_ids_from_mask, token_logprobs
+from textrl_env.logprobs import (
+    accepts_logits_to_keep,
+    leading_padding,
+    position_ids_from_mask,
+    token_logprobs,
+)
 from textrl_env.models import ModelLike
 
 TensorObs = dict[str, torch.Tensor]

@@ -9,6 +9,7 @@ from torch import nn
 from tests.conftest import build_tiny_lm
 from textrl_env.logprobs import (
     _teacher_forced,
+    drop_common_padding,
     position_ids_from_mask,
     response_logits,
     sequence_logprobs,
@@ -242,3 +243,12 @@ def test_masks_the_causal_forward_cannot_take_use_the_masked_one(tiny_lm: nn.Mod
         torch.testing.assert_close(
             sequence_logprobs(tiny_lm, ids_, bad, start_), _naive(tiny_lm, ids_, bad, start_, 1.0)
         )
+
+
+def test_drop_common_padding_keeps_one_prompt_column() -> None:
+    ids = torch.arange(12).view(2, 6)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]])  # prompt columns [0, 4)
+    kept_ids, kept_mask, start = drop_common_padding(ids, mask, 4)
+    assert start == 2 and torch.equal(kept_ids, ids[:, 2:]) and torch.equal(kept_mask, mask[:, 2:])
+    empty = torch.tensor([[0, 0, 0, 0, 1, 1]] * 2)  # no row has a prompt token: keep the last column
+    assert drop_common_padding(ids, empty, 4)[2] == 1
