@@ -394,7 +394,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 point.measure()
     records = [point.record(args.clock) for point in points]
     records.sort(key=lambda p: (p["batch"], p["length"]))
-    window = kept_window(next(p.envs for p in points if p.batch == args.fixed_batch))
+    kept = kept_window(next(p.envs for p in points if p.batch == args.fixed_batch))
     result: dict[str, Any] = {
         "settings": vars(args) | {"n_positions": n_positions, "prompt_window": window},
         "model": model,
@@ -406,13 +406,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_longest_shortest": length_ratio(
             records, args.fixed_batch, max(args.lengths), min(args.lengths)
         ),
-        "kept_prompt_window": window,
+        "kept_prompt_window": kept,
     }
     for key in ("ratio_512_64", "ratio_longest_shortest"):
         if result[key] is not None:  # what the ratio would be if time were work (compute_floor)
-            result[key]["compute_floor"] = floor_ratio(
-                model, window, result[key]["long"], result[key]["short"]
-            )
+            result[key]["compute_floor"] = floor_ratio(model, kept, result[key]["long"], result[key]["short"])
     return result
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from reward_models import RewardModel, compute_rewards, kl_penalty
 from reward_models.shaping import KL_ESTIMATORS, KLEstimator
-from textrl_env.logprobs import drop_common_padding, sequence_logprobs
+from textrl_env.logprobs import sequence_logprobs
 from textrl_env.models import (
     ModelLike,
     context_length,
@@ -145,7 +145,7 @@ class GenerationCore:
         """
         response_ids = input_ids[:, self.prompt_length :]  # (B, T)
         response_mask = attention_mask[:, self.prompt_length :]
-        input_ids, attention_mask, start = drop_common_padding(input_ids, attention_mask, self.prompt_length)
+        start = self.prompt_length  # sequence_logprobs drops the prompt columns no row uses
         if logprobs is None:
             logprobs = sequence_logprobs(self.model, input_ids, attention_mask, start, self.temperature)
         ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)

@@ -139,8 +139,8 @@ def _teacher_forced(
     **Causal** (when it pays). A left-padded prompt followed by a right-padded response needs a
     padding mask, and with a mask the attention kernels compute every (query, key) pair and mask
     half of them afterwards. Rolling each row left by its leading padding puts every real token
-    before every pad, so plain causal attention (an all-ones mask, positions ``0, 1, ...``) gives
-    each real token exactly the context and position it had, and the kernels skip the pairs above
+    before every pad, so plain causal attention (an all-ones mask; positions ``0, 1, ...`` on the
+    real tokens) gives each real token exactly the context and position it had, and the kernels skip the pairs above
     the diagonal (on a GPU, this is what lets SDPA use its flash kernel). The price: rows whose
     prompts differ in length by ``spread`` tokens no longer have their responses in the same
     columns, so the LM head runs on ``spread`` more columns; taken when that is at most an eighth
@@ -174,7 +174,9 @@ def _teacher_forced(
     out = model(
         input_ids=rolled,
         attention_mask=torch.ones_like(rolled),
-        position_ids=columns[: length - low].expand_as(rolled),
+        # Real tokens get 0, 1, ... as before; the trailing pads repeat the last real position
+        # instead of running past it, so a row that fits the model's positions still fits.
+        position_ids=position_ids_from_mask(rolled_mask[:, : length - low]),
         use_cache=False,
         **kwargs,
     )

@@ -252,3 +252,13 @@ def test_drop_common_padding_keeps_one_prompt_column() -> None:
     assert start == 2 and torch.equal(kept_ids, ids[:, 2:]) and torch.equal(kept_mask, mask[:, 2:])
     empty = torch.tensor([[0, 0, 0, 0, 1, 1]] * 2)  # no row has a prompt token: keep the last column
     assert drop_common_padding(ids, empty, 4)[2] == 1
+
+
+def test_causal_forward_keeps_rows_within_the_models_positions() -> None:
+    """Rows of 16 tokens in 18 columns, on a model with 16 positions: every row fits, so the
+    causal forward must not number the trailing pads past the last real token."""
+    lm = build_tiny_lm(vocab_size=64, n_positions=16)
+    ids = torch.arange(36).view(2, 18) % 60 + 2
+    mask = torch.tensor([[0, 0] + [1] * 16, [0] + [1] * 16 + [0]])  # prompt window 6, 12 response columns
+    assert _teacher_forced(lm, ids, mask, 6)[2] is not None
+    torch.testing.assert_close(sequence_logprobs(lm, ids, mask, 6), _naive(lm, ids, mask, 6, 1.0))
