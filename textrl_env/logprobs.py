@@ -140,11 +140,11 @@ def _teacher_forced(
     padding mask, and with a mask the attention kernels compute every (query, key) pair and mask
     half of them afterwards. Rolling each row left by its leading padding puts every real token
     before every pad, so plain causal attention (an all-ones mask; positions ``0, 1, ...`` on the
-    real tokens) gives each real token exactly the context and position it had, and the kernels skip the pairs above
-    the diagonal (on a GPU, this is what lets SDPA use its flash kernel). The price: rows whose
-    prompts differ in length by ``spread`` tokens no longer have their responses in the same
-    columns, so the LM head runs on ``spread`` more columns; taken when that is at most an eighth
-    of the response.
+    real tokens) gives each real token exactly the context and position it had, and the kernels
+    skip the pairs above the diagonal (on a GPU, this is what lets SDPA use its flash kernel).
+    The price: rows whose prompts differ in length by ``spread`` tokens no longer have their
+    responses in the same columns, so the LM head runs on ``spread`` more columns; taken when
+    that is at most an eighth of the response.
 
     **Masked** otherwise, and when some row's real tokens are not one run (a mask with holes) or
     a row has no real prompt token, where only the masked forward is exact.
