@@ -34,6 +34,7 @@ from textrl_env.logprobs import (
     accepts_logits_to_keep,
     drop_common_padding,
     position_ids_from_mask,
+    roll_rows_index,
     sequence_logprobs,
     token_entropy,
     token_logprobs,
@@ -71,8 +72,7 @@ def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[
     """
     length = input_ids.shape[1]
     last = attention_mask.cumsum(-1).argmax(-1)  # (B,) index of the last 1 (first max of the cumsum)
-    shift = (length - 1 - last).unsqueeze(1)  # (B, 1)
-    index = (torch.arange(length, device=input_ids.device).unsqueeze(0) - shift) % length  # (B, L)
+    index = roll_rows_index(length - 1 - last, length)  # (B, L)
     return input_ids.gather(1, index), attention_mask.gather(1, index)
 
 

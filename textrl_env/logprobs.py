@@ -38,6 +38,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def roll_rows_index(shift: torch.Tensor, length: int) -> torch.Tensor:
+    """``(B, L)`` gather index that rolls row ``b`` right by ``shift[b]`` columns (left if negative)."""
+    columns = torch.arange(length, device=shift.device)
+    return (columns.unsqueeze(0) - shift.unsqueeze(1)) % length
+
+
 def leading_padding(prompt_mask: torch.Tensor) -> int:
     """How many leading columns of a left-padded ``(B, P)`` mask are padding in every row."""
     used = prompt_mask.any(dim=0)  # (P,)
@@ -157,8 +163,7 @@ def _teacher_forced(
     length = input_ids.shape[1]
     n_response = length - response_start
     lead = (attention_mask.cumsum(-1) == 0).sum(-1)  # (B,) leading padding of each row
-    columns = torch.arange(length, device=input_ids.device)
-    roll = (columns + lead.unsqueeze(1)) % length  # (B, L): row b rolled left by lead[b]
+    roll = roll_rows_index(-lead, length)  # (B, L): row b rolled left by lead[b]
     rolled_mask = attention_mask.gather(1, roll)
     one_run = (rolled_mask[:, 1:] <= rolled_mask[:, :-1]).all()
     exact, low, high = torch.stack([one_run.long(), lead.min(), lead.max()]).tolist()  # one host sync
