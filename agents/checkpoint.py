@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 FORMAT = "textrl-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config names of issue 10 (kl_target, target_kl, gae_lambda, ...)
 META_FILE = "textrl_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
