@@ -11,9 +11,10 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
-from agents.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from agents.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from agents.config import upgrade_config
 from agents.policies import POLICY_ALIASES
+from agents.rng import RNGStateError
 
 if TYPE_CHECKING:
     from agents.base import BaseAlgorithm
@@ -70,7 +71,10 @@ def load_agent(
         agent.kl_controller.load_state_dict(checkpoint.kl_controller_state)
         agent.env.set_kl_coef(agent.kl_controller.value)
     agent._load_extra_state(checkpoint.extra)
-    set_rng_state(checkpoint.rng_states, agent._named_generators())
+    try:
+        set_rng_state(checkpoint.rng_states, agent._named_generators())
+    except RNGStateError as err:
+        raise CheckpointError(f"{path}: {err}; re-save the checkpoint with {cls.__name__}.save") from err
     agent.num_timesteps = int(checkpoint.counters["num_timesteps"])
     agent.iteration = int(checkpoint.counters["iteration"])
     return agent

@@ -161,7 +161,7 @@ def test_no_grad_path_matches_the_differentiable_one(
     temperature: float, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Scoring without grad takes a chunked log-softmax; it must give the training path's numbers."""
-    import textrl_env.logprobs as logprobs
+    import textrl_env.token_math as token_math
 
     generator = torch.Generator().manual_seed(0)
     full = torch.randn(3, 9, 11, generator=generator)
@@ -169,7 +169,7 @@ def test_no_grad_path_matches_the_differentiable_one(
     tokens = torch.randint(0, 11, (3, 6), generator=generator)
     expected = token_logprobs(logits.clone().requires_grad_(), tokens, temperature).detach()
     # Pieces of a row (4), two rows of the batch per chunk (13), everything at once (1000).
-    monkeypatch.setattr(logprobs, "_chunk_rows", lambda _logits: chunk_rows)
+    monkeypatch.setattr(token_math, "_chunk_rows", lambda _logits: chunk_rows)
     with torch.no_grad():
         torch.testing.assert_close(token_logprobs(logits, tokens, temperature), expected)
         torch.testing.assert_close(token_logprobs(logits[0, 0], tokens[0, 0], temperature), expected[0, 0])
