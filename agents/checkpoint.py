@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from agents.atomic import atomic_directory
+from agents.policies import BasePolicy, LMPolicy
 from agents.rng import get_rng_state, set_rng_state
 
 FORMAT = "textrl-checkpoint"
@@ -123,10 +124,10 @@ def _json_config(config: Any) -> dict[str, Any]:
 
 
 def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
-    model = getattr(policy, "model", None)
+    model = policy.model if isinstance(policy, LMPolicy) else None
     if model is not None and hasattr(model, "save_pretrained"):
         model.save_pretrained(root / MODEL_DIR)
-        tokenizer = getattr(policy, "tokenizer", None)
+        tokenizer = policy.tokenizer if isinstance(policy, LMPolicy) else None
         if tokenizer is not None:
             tokenizer.save_pretrained(root / MODEL_DIR)
         extra = {k: v for k, v in policy.state_dict().items() if not k.startswith("model.")}
@@ -140,7 +141,7 @@ def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
     return {
         "class": f"{type(policy).__module__}.{type(policy).__qualname__}",
         "layout": layout,
-        "lora": bool(getattr(policy, "has_lora", False)),
+        "lora": isinstance(policy, BasePolicy) and policy.has_lora,
         "has_tokenizer": tokenizer is not None,
     }
 
@@ -336,7 +337,11 @@ def load_policy_weights(path: str | os.PathLike, policy: nn.Module) -> None:
         if info.get("layout") == "state_dict":
             policy.load_state_dict(_read_safetensors(root / POLICY_FILE))
             return
-        _load_model_dir(getattr(policy, "model", None), root / MODEL_DIR, bool(info.get("lora")))
+        if not isinstance(policy, LMPolicy):
+            raise CheckpointError(
+                f"{root} holds a language model policy ({info.get('class')}); build that class to load it into"
+            )
+        _load_model_dir(policy.model, root / MODEL_DIR, bool(info.get("lora")))
         if (root / EXTRA_FILE).exists():
             missing, unexpected = policy.load_state_dict(_read_safetensors(root / EXTRA_FILE), strict=False)
             if unexpected or any(not k.startswith("model.") for k in missing):

@@ -178,15 +178,18 @@ def resolve_policy(policy: str | type) -> type:
         )
     if issubclass(policy, BasePolicy):
         return policy
+    # The one check of a step-only class against StepPolicy, when it is resolved; nothing after
+    # this asks a policy what it has.
+    policy_class = policy
     missing = [
         name
         for name in PROTOCOL_METHODS
-        if not callable(getattr(policy, name, None))
-        or getattr(policy, name) is getattr(nn.Module, name, None)
+        if not callable(getattr(policy_class, name, None))
+        or getattr(policy_class, name) is getattr(nn.Module, name, None)
     ]
     if missing:
         raise TypeError(
-            f"policy class {policy.__name__} does not meet the textrl policy protocol: missing "
+            f"policy class {policy_class.__name__} does not meet the textrl policy protocol: missing "
             f"{', '.join(missing)}. Subclass agents.policies.BasePolicy (it provides act, evaluate_actions and "
             "predict_values given forward) or define the missing methods"
         )
