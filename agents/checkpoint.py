@@ -124,7 +124,7 @@ def _json_config(config: Any) -> dict[str, Any]:
 
 
 def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
-    model = policy.model if isinstance(policy, LMPolicy) else None
+    model: Any = policy.model if isinstance(policy, LMPolicy) else None  # a transformers (or peft) model
     if model is not None and hasattr(model, "save_pretrained"):
         model.save_pretrained(root / MODEL_DIR)
         tokenizer = policy.tokenizer if isinstance(policy, LMPolicy) else None
