@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from reward_models.checks import check_positive_ints
+from reward_models.encoding import encode_prompts
 from reward_models.preferences import PreferencePair
 from reward_models.protocol import RewardModel, compute_rewards, reward_name
 from reward_models.scoring import pad_id
@@ -25,9 +26,12 @@ def _left_padded(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` of ``(B, T)``, left-padded so every prompt ends at the same column.
 
-    Empty prompts become a single BOS (or EOS) token. Padding by hand leaves the user's tokenizer (and its ``padding_side``) untouched.
+    Prompts go through the one prompt encoder the env and SFT use
+    (:func:`~reward_models.encoding.encode_prompts`), so pairs are sampled from the prompt layout the
+    policy is trained on. Empty prompts become a single BOS (or EOS) token. Padding by hand leaves the user's tokenizer (and its ``padding_side``)
+    untouched.
     """
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = encode_prompts(tokenizer, prompts)
     fill = pad_id(tokenizer)
     # An empty prompt still needs one token to condition on: the BOS (GPT-2 style: its EOS).
     start = getattr(tokenizer, "bos_token_id", None)

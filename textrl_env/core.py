@@ -27,7 +27,7 @@ from textrl_env.models import (
     load_model_and_tokenizer,
     model_vocab_size,
 )
-from textrl_env.prompts import encode_prompts, tokenize_prompt
+from textrl_env.prompts import encode_prompts, tokenize_prompts
 
 
 @dataclass
@@ -76,7 +76,7 @@ class GenerationCore:
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.prompts = list(prompts)
-        longest = max(len(tokenize_prompt(self.tokenizer, p)) for p in self.prompts)
+        longest = max(len(ids) for ids in tokenize_prompts(self.tokenizer, self.prompts))
         self.prompt_length = int(max_prompt_tokens) if max_prompt_tokens is not None else longest
         context = context_length(self.model)
         if context is not None and self.prompt_length + self.max_new_tokens > context:
