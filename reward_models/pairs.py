@@ -17,7 +17,7 @@ from torch import nn
 from reward_models.checks import check_positive_ints
 from reward_models.encoding import encode_prompts
 from reward_models.preferences import PreferencePair
-from reward_models.protocol import RewardModel, compute_rewards, reward_name
+from reward_models.protocol import RewardModel, compute_rewards, resolve_reward, reward_name
 from reward_models.scoring import pad_id
 
 
@@ -134,6 +134,7 @@ def generate_preference_pairs(
         raise ValueError(f"temperature={temperature!r} is invalid; expected a finite number > 0")
     if not (math.isfinite(min_margin) and min_margin >= 0):
         raise ValueError(f"min_margin={min_margin!r} is invalid; expected a finite number >= 0")
+    gold = resolve_reward(gold_reward)  # textrl's or TRL's calling convention, decided once
     target = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(target)
     model.eval()
@@ -149,7 +150,7 @@ def generate_preference_pairs(
             first, second = sample_pairs_of_completions(
                 model, tokenizer, batch, max_new_tokens, temperature, target
             )
-            scores = compute_rewards(gold_reward, batch + batch, first + second)  # (2B,)
+            scores = compute_rewards(gold, batch + batch, first + second)  # (2B,)
             gap = scores[: len(batch)] - scores[len(batch) :]  # (B,) first minus second
             for prompt, a, b, d in zip(batch, first, second, gap.tolist(), strict=True):
                 if abs(d) < min_margin or not a.strip() or not b.strip():
