@@ -1,8 +1,9 @@
 """A learned reward model: any ``AutoModelForSequenceClassification`` with one output, behind the protocol.
 
 Text is the interface: the reward model has its own tokenizer, so it can differ from the policy's.
-It scores ``prompt + separator + completion`` at the last real token, in batches, without
-gradients and with dropout off, on any device. An affine ``gain * score + bias`` on top lets
+It scores the prompt (encoded as the env encodes prompts), then ``separator + completion``, at
+the last real token (an appended EOS for decoder models), in batches, without gradients and with
+dropout off, on any device. An affine ``gain * score + bias`` on top lets
 :meth:`LearnedRewardModel.normalize_to` give a starting policy's samples mean 0 and std 1.
 """
 

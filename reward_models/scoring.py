@@ -5,6 +5,9 @@ and runs over every token) are read at the last token whose attention mask is 1.
 from the mask, not from searching for pad ids, so left and right padding give the same scores and
 a pad id equal to EOS does not hide a real final EOS. Encoder models (BERT-style, pooling the first
 token) go through their own forward.
+
+Decoder models read the prompt as the env, SFT and preference pairs encode it (the one prompt
+encoder, :mod:`reward_models.encoding`), then the completion's tokens, then an EOS to score at.
 """
 
 from __future__ import annotations
