@@ -31,7 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # Errors of the user's making: shown as one red line, exit status 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
+# OSError covers a missing file and transformers' "not a local folder and not a valid model id".
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
 
 
 def _chosen_command(argv: Sequence[str]) -> str | None:

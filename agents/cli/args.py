@@ -177,6 +177,22 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name in names if not isinstance(value := getattr(args, name), Unset)}
 
 
+def peek_setting(args: argparse.Namespace, name: str, default: Any) -> Any:
+    """One setting before the dataclasses are built: the flag if typed, else ``--config``'s, else ``default``.
+
+    Lets a command pick which dataclass to build from a setting (``textrl train --agent ppo``).
+    """
+    value = getattr(args, name, None)
+    if value is not None and not isinstance(value, Unset):
+        return value
+    config = getattr(args, "config", None)
+    if config is not None:
+        from_file = load_config_file(config)
+        if name in from_file:
+            return _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), f"--config {config}")
+    return default
+
+
 def _coerce(name: str, value: Any, types: Mapping[str, Any], where: str) -> Any:
     """A config-file string converted as its flag would be (YAML reads ``1e-3`` as a string)."""
     convert = types.get(name)
@@ -238,6 +254,7 @@ __all__ = [
     "add_dataclass_arguments",
     "add_positional",
     "given_settings",
+    "peek_setting",
     "load_config_file",
     "parse_dataclasses",
 ]
