@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -274,12 +274,119 @@ def evaluate_policy(
     )
 
 
+def _help(text: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class EvalArguments:
+    """What :func:`evaluate_model` scores, on what, against what (``textrl eval``'s flags)."""
+
+    policy: str | None = _help(
+        "the policy: a causal LM directory, a `textrl train` run directory or an agent checkpoint."
+    )
+    env: str = _help("registered env id whose reward and prompts are used.", "textrl/Sentiment-v0")
+    reference: str | None = _help(
+        "reference model (KL and win-rate); default: the env's model (the embedded one)."
+    )
+    reward_model: str | None = _help("score with this reward model directory instead of the env's reward.")
+    prompts: str | None = _help(
+        "held-out prompts file (.jsonl of {'prompt'} or text lines); default: the env's held-out."
+    )
+    judge: str = _help(
+        "who decides the win-rate: 'reward' (the env's reward), 'sentiment' (VADER) or a reward model.",
+        "reward",
+    )
+    n_samples: int = _help("completions per prompt.", 4)
+    num_envs: int = _help("rows sampled at once.", 16)
+    max_new_tokens: int | None = _help("response length limit; default: the env's.")
+    seed: int = _help("the sampler's seed (the same for policy and reference).", 1234)
+    device: str = _help("cpu or cuda.", "cpu")
+    out: str | None = _help("write the report (with every sample) to this JSON file.")
+    examples: int = _help("prompts shown in the table of sample completions.", 8)
+
+
+def resolve_policy_dir(path: str | os.PathLike[str]) -> Path:
+    """The model directory of a causal LM dir, an agent checkpoint (``.../model``) or a train run (``.../agent/model``)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"policy {os.fspath(path)} not found; pass a model directory, a `textrl train` run directory or a checkpoint"
+        )
+    for candidate in (root / "agent", root):
+        if (candidate / "textrl_checkpoint.json").is_file():
+            return candidate / "model"
+    return root
+
+
+def _judge(name: str, device: str) -> RewardModel | None:
+    if name == "reward":
+        return None
+    if name == "sentiment":
+        from reward_models import SentimentReward
+
+        return SentimentReward()
+    from reward_models.learned import LearnedRewardModel
+
+    return LearnedRewardModel(name, device=device)
+
+
+def evaluate_model(args: EvalArguments) -> EvalReport:
+    """Load the policy and reference named by ``args``, build the env, and :func:`evaluate_policy` them.
+
+    Raises:
+        ValueError: an unknown env id, no policy, or a reward model that is not a sequence classifier.
+        FileNotFoundError: a missing policy or prompts file.
+    """
+    import gymnasium as gym
+    from transformers import AutoModelForCausalLM
+
+    from agents.train import check_env_id, read_prompts
+    from textrl_env.default_model import DEFAULT_MODEL_PATH, HELDOUT_SENTIMENT_PROMPTS
+
+    if args.policy is None:
+        raise ValueError("no policy to evaluate: pass its directory (textrl eval RUN_DIR_OR_MODEL)")
+    env_id = check_env_id(args.env)
+    if args.reference is None and env_id == "textrl/TextGeneration-v0":
+        raise ValueError(f"{env_id} has no default model: pass --reference MODEL_DIR")
+    policy = AutoModelForCausalLM.from_pretrained(resolve_policy_dir(args.policy))
+    reference = AutoModelForCausalLM.from_pretrained(args.reference or DEFAULT_MODEL_PATH)
+    kwargs: dict[str, Any] = {"model": policy, "ref_model": reference, "device": args.device}
+    if args.reward_model is not None:
+        from reward_models.learned import LearnedRewardModel
+
+        kwargs["reward_model"] = LearnedRewardModel(args.reward_model, device=args.device)
+    if args.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    if args.prompts is not None:
+        prompts = read_prompts(args.prompts)
+        kwargs["prompts"] = prompts
+    made = gym.make_vec(env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    env = cast(TextGenerationVectorEnv, made.unwrapped)
+    if args.prompts is None:
+        review = env_id in ("textrl/Sentiment-v0", "textrl/Preference-v0")
+        prompts = list(HELDOUT_SENTIMENT_PROMPTS) if review else list(env.prompts)
+    report = evaluate_policy(
+        env,
+        prompts,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        judge=_judge(args.judge, args.device),
+    )
+    if args.out is not None:
+        report.save_json(args.out)
+    return report
+
+
 __all__ = [
     "Completions",
+    "EvalArguments",
     "EvalReport",
     "Sample",
+    "evaluate_model",
     "evaluate_policy",
     "reference_env",
+    "resolve_policy_dir",
     "sample_completions",
     "win_rate",
     "write_json_atomic",

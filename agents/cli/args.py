@@ -171,6 +171,15 @@ def _toml() -> Any:
     return tomli
 
 
+def existing_file(path: str | os.PathLike[str], what: str) -> str:
+    """``path`` if it is a file; a FileNotFoundError naming it, what it should hold, and the fix otherwise."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{what} {os.fspath(path)} not found; check the path (it should be a file holding {what})"
+        )
+    return os.fspath(path)
+
+
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The generated flags the user typed on the command line, with their values."""
     names = getattr(args, _FIELDS_ATTR, {})
@@ -253,6 +262,7 @@ __all__ = [
     "Unset",
     "add_dataclass_arguments",
     "add_positional",
+    "existing_file",
     "given_settings",
     "peek_setting",
     "load_config_file",
