@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from agents.checkpoint import atomic_directory
+from agents.config import _help
 from agents.losses import masked_mean
 from reward_models.encoding import encode_continuation, encode_prompts
 from reward_models.jsonl import read_jsonl_records, record_problem
@@ -80,17 +81,19 @@ def read_demonstrations(
 class SFTConfig:
     """Supervised fine-tuning settings."""
 
-    learning_rate: float = 5e-5
-    num_epochs: int = 3
-    batch_size: int = 8
-    max_prompt_tokens: int | None = None  # keep the prompt's last N tokens (None: all)
-    max_response_tokens: int | None = None  # keep the response's first N tokens, EOS included (None: all)
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-5  # the RLHF checklist's eps, as in the RL stage
-    max_grad_norm: float | None = 1.0  # gradient clipping; None turns it off
-    seed: int = 0  # seeds the shuffle (and dropout, when on)
-    device: str | None = None  # None: wherever the model already is
-    dropout: bool = False  # off by default: the RL stage runs the model with dropout off, too
+    learning_rate: float = _help("AdamW learning rate.", 5e-5)
+    num_epochs: int = _help("passes over the demonstrations.", 3)
+    batch_size: int = _help("demonstrations per optimizer step.", 8)
+    max_prompt_tokens: int | None = _help("keep the prompt's last N tokens; None keeps all.", None)
+    max_response_tokens: int | None = _help(
+        "keep the response's first N tokens, EOS included; None keeps all.", None
+    )
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    adam_eps: float = _help("Adam epsilon; 1e-5, the RLHF checklist's, as in the RL stage.", 1e-5)
+    max_grad_norm: float | None = _help("gradient norm clip; None turns clipping off.", 1.0)
+    seed: int = _help("seeds the shuffle (and dropout, when on).", 0)
+    device: str | None = _help("cpu, cuda, ...; None: wherever the model already is.", None)
+    dropout: bool = _help("train with dropout on; off by default, as the RL stage runs the model.", False)
 
     def __post_init__(self) -> None:
         positive = {

@@ -34,7 +34,13 @@ from reward_models.shaping import (
     shaped_rewards,
     whiten,
 )
-from reward_models.training import RewardTrainingResult, evaluate_pairs, preference_loss, train_reward_model
+from reward_models.training import (
+    RewardTrainingConfig,
+    RewardTrainingResult,
+    evaluate_pairs,
+    preference_loss,
+    train_reward_model,
+)
 
 __all__ = [
     "AdaptiveKLController",
@@ -48,6 +54,7 @@ __all__ = [
     "RegexReward",
     "ResolvedReward",
     "RewardModel",
+    "RewardTrainingConfig",
     "RewardTrainingResult",
     "RunningMeanStd",
     "SentimentReward",

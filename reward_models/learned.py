@@ -69,7 +69,23 @@ def load_reward_backbone(
         )
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    if not os.path.exists(model) and os.path.isabs(model):
+        raise FileNotFoundError(
+            f"reward model {os.fspath(model)} not found; pass the directory train_reward_model() (`textrl rm`) saved"
+        )
     config = AutoConfig.from_pretrained(model)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if (
+        num_labels_check
+        and architectures
+        and not any(a.endswith("ForSequenceClassification") for a in architectures)
+    ):
+        # Loading it anyway would attach a randomly initialised score head: a reward of noise.
+        raise ValueError(
+            f"{os.fspath(model)} holds a {architectures[0]}, not a sequence classifier; a reward model is an "
+            "AutoModelForSequenceClassification with one output. Train one from it with train_reward_model() "
+            "(`textrl rm PAIRS.jsonl --model ...`) and pass that directory"
+        )
     if num_labels_check and config.num_labels != 1:
         raise ValueError(
             f"{os.fspath(model)} has num_labels={config.num_labels}; a reward model needs exactly one output. "

@@ -66,6 +66,38 @@ class RewardTrainingResult:
         return LearnedRewardModel(self.model, self.tokenizer, **kwargs)
 
 
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RewardTrainingConfig:
+    """The hyperparameters of :func:`train_reward_model` as a dataclass (``textrl rm`` makes its flags from it).
+
+    ``train_reward_model(model, tokenizer, pairs, **dataclasses.asdict(config))`` trains with them.
+    """
+
+    eval_fraction: float = _help("share of the pairs held out for accuracy when no eval file is given.", 0.1)
+    epochs: int = _help("passes over the training pairs.", 1)
+    batch_size: int = _help("pairs per optimiser step (2x as many texts).", 16)
+    learning_rate: float = _help("AdamW learning rate.", 5e-5)
+    margin: float = _help("subtracted from r_chosen - r_rejected in the loss (>= 0 asks for a gap).", 0.0)
+    center_rewards_coef: float = _help("weight of (r_chosen + r_rejected)^2, keeping rewards near 0.", 0.0)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    max_length: int = _help("longest tokenized text kept.", 512)
+    append_eos: bool = _help("score at an EOS appended to every text (the usual reward-model setup).", True)
+    seed: int = _help("seeds the held-out split and the shuffle.", 0)
+
+    def __post_init__(self) -> None:
+        _check_hyperparameters(
+            self.epochs, self.batch_size, self.learning_rate, self.margin, self.center_rewards_coef
+        )
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(
+                f"eval_fraction={self.eval_fraction!r} is invalid; expected 0 <= eval_fraction < 1"
+            )
+
+
 def preference_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0, center_rewards_coef: float = 0.0
 ) -> torch.Tensor:
