@@ -25,15 +25,17 @@ from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
+from agents.guards import check_device, check_int, check_learn_args
 from agents.logger import Logger
 from agents.losses import mean_stats
 from agents.policies import protocol
-from agents.rewards import SequenceRewards, sequence_rewards
+from agents.rewards import SequenceRewards, drop_failed_episodes, sequence_rewards
 from agents.sampling import Evaluation, evaluate_prompts
 from agents.saving import load_agent, save_agent
 from reward_models.kl_control import make_kl_controller
 from reward_models.shaping import RunningMeanStd
 from textrl_env import TextGenerationVectorEnv
+from textrl_env.core import check_prompts
 
 __all__ = ["BaseAlgorithm", "Evaluation", "SequenceRewards"]
 
@@ -72,7 +74,9 @@ class BaseAlgorithm:
         **config: Any,
     ) -> None:
         self.config = self._make_config(config)
-        self.env = as_vector_env(env, n_envs, device)
+        if device != "auto":
+            device = str(check_device(device))
+        self.env = as_vector_env(env, check_int("n_envs", n_envs, 1, 16), device)
         if device != "auto" and torch.device(device) != self.env.device:
             raise ValueError(
                 f"device={device!r} but the env's model is on {self.env.device}; build the env on the same device "
@@ -82,6 +86,14 @@ class BaseAlgorithm:
         self._check_batch(self.env.num_envs)
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
         # weights are initialised from the global RNG.
+        if seed is not None:
+            seed = check_int("seed", seed, 0, 0, maximum=2**32 - 2)  # NumPy's range (seed + 1 seeds prompts)
+        if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
+            raise TypeError(
+                f"policy_kwargs must be a dict of policy constructor arguments or None, got {policy_kwargs!r}"
+            )
+        if isinstance(verbose, bool) or not isinstance(verbose, int):
+            raise TypeError(f"verbose must be an int (0 silent, 1 a table per log_interval), got {verbose!r}")
         self.generator = torch.Generator(device=self.device)
         self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
         self.seed = seed
@@ -94,12 +106,20 @@ class BaseAlgorithm:
                 "parameters); subclass agents.policies.BasePolicy or LMPolicy"
             )
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.policy = self.policy_class(
-            self.env.model,
-            tokenizer=self.env.tokenizer,
-            temperature=self.env.temperature,
-            **self.policy_kwargs,
-        ).to(self.device)
+        try:
+            policy_module = self.policy_class(
+                self.env.model,
+                tokenizer=self.env.tokenizer,
+                temperature=self.env.temperature,
+                **self.policy_kwargs,
+            )
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise TypeError(
+                f"policy_kwargs={self.policy_kwargs!r} do not fit {self.policy_class.__name__}: {err}"
+            ) from err
+        self.policy = policy_module.to(self.device)
         self._env_logits = attach_policy(self.policy, self.env)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
@@ -210,6 +230,7 @@ class BaseAlgorithm:
         Returns:
             self, so ``Algo(...).learn(...)`` chains as in Stable-Baselines3.
         """
+        total_timesteps, log_interval = check_learn_args(total_timesteps, log_interval)
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps
@@ -222,6 +243,9 @@ class BaseAlgorithm:
             if episodes is None:
                 break
             runner.on_rollout_end()
+            episodes = drop_failed_episodes(episodes)
+            if self._all_dropped(episodes):
+                continue
             rewards = self._sequence_rewards(episodes)
             self.policy.train()
             with self._autocast():
@@ -242,6 +266,16 @@ class BaseAlgorithm:
         self.policy.eval()
         return collect_episodes(self.env, self._rollout_prompts(), self._act(), self.generator, on_step)
 
+    def _all_dropped(self, episodes: Episodes) -> bool:
+        """True (and logged) when the reward failed on every episode of the rollout: no update then."""
+        if episodes.dropped is None or not bool(episodes.dropped.all()):
+            return False
+        self.iteration += 1
+        self.logger.record("rollout/reward_errors", int(episodes.dropped.sum()))
+        self.logger.record("time/iterations", self.iteration)
+        self.logger.dump(self.num_timesteps)
+        return True
+
     def _sequence_rewards(self, episodes: Episodes) -> SequenceRewards:
         """The env's return ``score - kl_coef * sum(KL)`` per episode, in its parts, with optional shaping."""
         return sequence_rewards(
@@ -259,16 +293,19 @@ class BaseAlgorithm:
         seconds: float,
         log_interval: int,
     ) -> None:
-        kl_per_seq = episodes.kl.sum(-1).mean()
-        self.kl_controller.update(kl_per_seq, n_steps=self.env.num_envs)
+        kept = None if episodes.dropped is None else ~episodes.dropped  # statistics of kept episodes only
+        n_kept = self.env.num_envs if kept is None else int(kept.sum())
+        kl_per_seq = episodes.kl.sum(-1).sum() / n_kept  # a dropped episode's KL is zeroed
+        self.kl_controller.update(kl_per_seq, n_steps=n_kept)
         self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1
         tokens = episodes.response_mask.sum()
         record = self.logger.record
-        record("rollout/score_mean", episodes.scores.mean())
+        record("rollout/score_mean", episodes.scores.mean() if kept is None else episodes.scores[kept].mean())
+        record("rollout/reward_errors", self.env.num_envs - n_kept)
         record("rollout/reward_mean", rewards.total.mean())
         record("rollout/kl_mean", kl_per_seq)
-        record("rollout/response_length", tokens / self.env.num_envs)
+        record("rollout/response_length", tokens / n_kept)
         for key, value in stats.items():
             record(key, value)
         record("train/kl_coef", self.kl_controller.value)
@@ -304,6 +341,8 @@ class BaseAlgorithm:
         Uses the env (so scores and KL are the env's) and a sampler seeded by ``seed``, so the
         training run's own random streams are untouched.
         """
+        check_prompts(prompts)
+        n_samples, seed = check_int("n_samples", n_samples, 1, 1), check_int("seed", seed, 0, 0, 2**63 - 1)
         self.policy.eval()
         return evaluate_prompts(self.env, self._act(), prompts, deterministic, n_samples, seed)
 

@@ -1,0 +1,66 @@
+"""Checks on what users pass to an agent, and on the numbers an update produces.
+
+Each check raises a ``ValueError`` / ``TypeError`` that names the argument, the value and the fix,
+instead of letting a raw error surface from deep inside torch (or a bad value do nothing silently).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from textrl_env.models import check_device
+
+__all__ = ["NonFiniteError", "check_device", "check_finite_stats", "check_int", "check_learn_args"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient norm became NaN or infinite during an update."""
+
+
+def check_int(name: str, value: Any, minimum: int, example: int, maximum: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]``; a TypeError for a non-integer, a ValueError outside."""
+    if isinstance(value, float) and value.is_integer():  # learn(1e5), as Stable-Baselines3 allows
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int, got {type(value).__name__} {value!r}; pass e.g. {name}={example}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}; pass e.g. {name}={example}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}; pass e.g. {name}={example}")
+    return int(value)
+
+
+def check_learn_args(total_timesteps: Any, log_interval: Any) -> tuple[int, int]:
+    """Validated ``(total_timesteps, log_interval)`` of :meth:`BaseAlgorithm.learn`."""
+    steps = check_int("total_timesteps", total_timesteps, 1, 10_000)
+    interval = check_int("log_interval", log_interval, 1, 1)
+    return steps, interval
+
+
+def nonfinite_names(stats: Mapping[str, Any]) -> list[str]:
+    """Names of the scalar statistics in ``stats`` that are NaN or infinite (one host sync for all)."""
+    names = [k for k, v in stats.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
+    bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)]
+    if names:
+        values = torch.stack([stats[k].detach().float().reshape(()) for k in names]).cpu()
+        bad += [k for k, ok in zip(names, torch.isfinite(values).tolist(), strict=True) if not ok]
+    return sorted(bad)
+
+
+def check_finite_stats(stats: Mapping[str, Any], iteration: int, algo_name: str) -> None:
+    """Raise :class:`NonFiniteError` naming the iteration and the first non-finite statistic."""
+    bad = nonfinite_names(stats)
+    if bad:
+        value = stats[bad[0]]
+        raise NonFiniteError(
+            f"{algo_name} iteration {iteration}: {bad[0]} is {float(value)} (non-finite: {', '.join(bad)}). "
+            "Lower learning_rate, keep max_grad_norm > 0, check the reward for huge values, or pass "
+            "on_nonfinite='skip' to drop such gradient steps"
+        )
