@@ -25,7 +25,7 @@ from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
-from agents.guards import check_device, check_int, check_learn_args
+from agents.guards import check_device, check_finite_stats, check_int, check_learn_args, nonfinite_names
 from agents.logger import Logger
 from agents.losses import mean_stats
 from agents.policies import protocol
@@ -134,6 +134,7 @@ class BaseAlgorithm:
         self.logger = Logger(tensorboard_log, quiet=verbose == 0)
         self.num_timesteps = 0
         self.iteration = 0
+        self._nonfinite_skips = 0  # gradient steps dropped by on_nonfinite="skip" in the current update
 
     def _make_config(self, config: dict[str, Any]) -> AlgoConfig:
         check_renamed(config, self.algo_name)
@@ -195,12 +196,24 @@ class BaseAlgorithm:
         return target is not None and float(approx_kl) > 1.5 * target
 
     def step_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
-        """Backward, clip and step; returns the gradient norm before clipping."""
+        """Backward, clip and step; returns the gradient norm before clipping.
+
+        A NaN / infinite loss or gradient norm never reaches the weights: with ``on_nonfinite="raise"``
+        (the default) it stops training with the iteration and the statistic named; with ``"skip"``
+        the step is dropped and counted in ``train/nonfinite_skips``. One host sync per step.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = self.config.max_grad_norm or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        stats = {"train/loss": loss.detach(), "train/grad_norm": norm.detach()}
+        if nonfinite_names(stats):
+            if self.config.on_nonfinite == "raise":
+                check_finite_stats(stats, self.iteration + 1, self.algo_name)
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite_skips += 1
+            return norm
         self.optimizer.step()
         return norm
 
@@ -308,6 +321,8 @@ class BaseAlgorithm:
         record("rollout/response_length", tokens / n_kept)
         for key, value in stats.items():
             record(key, value)
+        record("train/nonfinite_skips", self._nonfinite_skips)
+        self._nonfinite_skips = 0
         record("train/kl_coef", self.kl_controller.value)
         record("time/tokens_per_s", tokens / max(seconds, 1e-9))
         record("time/iterations", self.iteration)

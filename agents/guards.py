@@ -15,7 +15,14 @@ import torch
 
 from textrl_env.models import check_device
 
-__all__ = ["NonFiniteError", "check_device", "check_finite_stats", "check_int", "check_learn_args"]
+__all__ = [
+    "NonFiniteError",
+    "check_device",
+    "check_finite_stats",
+    "check_int",
+    "check_learn_args",
+    "nonfinite_names",
+]
 
 
 class NonFiniteError(FloatingPointError):
@@ -45,13 +52,13 @@ def check_learn_args(total_timesteps: Any, log_interval: Any) -> tuple[int, int]
 
 
 def nonfinite_names(stats: Mapping[str, Any]) -> list[str]:
-    """Names of the scalar statistics in ``stats`` that are NaN or infinite (one host sync for all)."""
+    """Names of the scalar statistics in ``stats`` that are NaN or infinite, in ``stats``' order (one host sync)."""
     names = [k for k, v in stats.items() if isinstance(v, torch.Tensor) and v.numel() == 1]
-    bad = [k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)]
+    bad = {k for k, v in stats.items() if isinstance(v, float) and not math.isfinite(v)}
     if names:
         values = torch.stack([stats[k].detach().float().reshape(()) for k in names]).cpu()
-        bad += [k for k, ok in zip(names, torch.isfinite(values).tolist(), strict=True) if not ok]
-    return sorted(bad)
+        bad |= {k for k, ok in zip(names, torch.isfinite(values).tolist(), strict=True) if not ok}
+    return [k for k in stats if k in bad]
 
 
 def check_finite_stats(stats: Mapping[str, Any], iteration: int, algo_name: str) -> None:
