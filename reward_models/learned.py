@@ -23,6 +23,7 @@ from torch import nn
 
 from reward_models.checks import check_positive_ints
 from reward_models.functions import check_texts
+from reward_models.safe_loading import from_pretrained_safely
 from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
 
 # Written beside the weights; holds what transformers' config does not: the normalisation.
@@ -91,7 +92,7 @@ def load_reward_backbone(
             f"{os.fspath(model)} has num_labels={config.num_labels}; a reward model needs exactly one output. "
             "Train one with train_reward_model(), or load a single-output checkpoint"
         )
-    loaded = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    loaded = from_pretrained_safely(AutoModelForSequenceClassification, model, num_labels=1)
     return loaded, tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model)
 
 

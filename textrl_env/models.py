@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward_models.safe_loading import from_pretrained_safely
+
 ModelLike = str | os.PathLike | nn.Module
 
 
@@ -34,7 +36,7 @@ def load_model_and_tokenizer(
     source = None
     if isinstance(model, str | os.PathLike):
         source = os.fspath(model)
-        model = AutoModelForCausalLM.from_pretrained(source)
+        model = from_pretrained_safely(AutoModelForCausalLM, source)
     elif not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be a transformers model id, a local path or a torch.nn.Module, got {type(model).__name__}"
