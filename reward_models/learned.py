@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward_models.atomic_io import atomic_directory, recover_directory
 from reward_models.checks import check_positive_ints
 from reward_models.functions import check_texts
 from reward_models.safe_loading import from_pretrained_safely
@@ -99,22 +98,12 @@ def load_reward_backbone(
 def save_atomically(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp_dir)`` then move the directory to ``path``, replacing any previous one.
 
-    A crash while writing leaves the previous directory as it was (and a hidden temp directory).
+    A crash while writing (SIGKILL included) leaves the previous directory loadable; see
+    :func:`reward_models.atomic_io.atomic_directory`.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_directory(path) as tmp:
         write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.parent / f".{target.name}.{uuid.uuid4().hex}.old"
-    if target.exists():
-        os.replace(target, old)  # directories cannot be replaced in one step if non-empty
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return Path(path)
 
 
 class LearnedRewardModel:
@@ -190,6 +179,7 @@ class LearnedRewardModel:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], **kwargs: Any) -> LearnedRewardModel:
         """Load a directory written by :meth:`save_pretrained` (or any one-output checkpoint)."""
+        recover_directory(path)  # a save killed between its two renames left the previous one beside it
         return cls(path, **kwargs)
 
     def set_normalization(self, gain: float, bias: float) -> None:

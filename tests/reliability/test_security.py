@@ -138,7 +138,9 @@ def python_files() -> list[Path]:
 
 
 def test_no_eval_exec_or_pickle_in_the_packages() -> None:
-    pattern = re.compile(r"(?<![\w.`])(eval|exec)\(|\bimport pickle\b|\bpickle\.load|\bdill\b|\bmarshal\.load")
+    pattern = re.compile(
+        r"(?<![\w.`])(eval|exec)\(|\bimport pickle\b|\bpickle\.load|\bdill\b|\bmarshal\.load"
+    )
     offenders = [
         f"{path.relative_to(REPO)}:{n}: {line.strip()}"
         for path in python_files()
