@@ -25,7 +25,14 @@ from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
-from agents.guards import check_device, check_finite_stats, check_int, check_learn_args, nonfinite_names
+from agents.guards import (
+    check_device,
+    check_finite_stats,
+    check_int,
+    check_learn_args,
+    nonfinite_names,
+    out_of_memory_hint,
+)
 from agents.logger import Logger
 from agents.losses import mean_stats
 from agents.policies import protocol
@@ -252,7 +259,8 @@ class BaseAlgorithm:
         while self.num_timesteps < target:
             runner.on_rollout_start()
             start = time.perf_counter()
-            episodes = self._collect(runner)
+            with self._oom_hint("rollout"):
+                episodes = self._collect(runner)
             if episodes is None:
                 break
             runner.on_rollout_end()
@@ -261,7 +269,7 @@ class BaseAlgorithm:
                 continue
             rewards = self._sequence_rewards(episodes)
             self.policy.train()
-            with self._autocast():
+            with self._autocast(), self._oom_hint("update"):
                 stats = self._update(episodes, rewards)
             self._after_update(episodes, rewards, stats, time.perf_counter() - start, log_interval)
         runner.on_training_end()
@@ -329,6 +337,9 @@ class BaseAlgorithm:
         record("time/total_timesteps", self.num_timesteps)
         if self.iteration % max(log_interval, 1) == 0:
             self.logger.dump(self.num_timesteps)
+
+    def _oom_hint(self, stage: str) -> contextlib.AbstractContextManager:
+        return out_of_memory_hint(stage, self.algo_name, self.config.minibatch_size, self.env.num_envs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA (weights stay fp32); nothing on CPU."""

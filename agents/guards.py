@@ -6,9 +6,10 @@ instead of letting a raw error surface from deep inside torch (or a bad value do
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -71,3 +72,29 @@ def check_finite_stats(stats: Mapping[str, Any], iteration: int, algo_name: str)
             "Lower learning_rate, keep max_grad_norm > 0, check the reward for huge values, or pass "
             "on_nonfinite='skip' to drop such gradient steps"
         )
+
+
+OOM_SETTINGS = {
+    "rollout": "the number of env rows (n_envs / num_envs) or max_new_tokens",
+    "update": "minibatch_size (episodes per gradient step), or n_envs / max_new_tokens",
+}
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(stage: str, algo_name: str, minibatch_size: int | None, n_envs: int) -> Iterator[None]:
+    """Re-raise a device out-of-memory error during ``stage`` with the setting to lower named.
+
+    The error stays a ``torch.OutOfMemoryError`` (code that catches it still does); the message
+    says which stage ran out and what to change.
+    """
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        size = minibatch_size or n_envs
+        hint = OOM_SETTINGS[stage]
+        if stage == "update":
+            hint = f"minibatch_size (now {size} episodes per gradient step; e.g. minibatch_size={max(size // 2, 1)}), or n_envs / max_new_tokens"
+        raise torch.OutOfMemoryError(
+            f"{algo_name}: out of device memory during the {stage} ({n_envs} env rows); lower {hint}. "
+            f"Original error: {err}"
+        ) from err
