@@ -26,6 +26,7 @@ from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
 from agents.guards import (
+    check_agent_args,
     check_device,
     check_finite_stats,
     check_int,
@@ -93,14 +94,7 @@ class BaseAlgorithm:
         self._check_batch(self.env.num_envs)
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
         # weights are initialised from the global RNG.
-        if seed is not None:
-            seed = check_int("seed", seed, 0, 0, maximum=2**32 - 2)  # NumPy's range (seed + 1 seeds prompts)
-        if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
-            raise TypeError(
-                f"policy_kwargs must be a dict of policy constructor arguments or None, got {policy_kwargs!r}"
-            )
-        if isinstance(verbose, bool) or not isinstance(verbose, int):
-            raise TypeError(f"verbose must be an int (0 silent, 1 a table per log_interval), got {verbose!r}")
+        seed = check_agent_args(seed, policy_kwargs, verbose)
         self.generator = torch.Generator(device=self.device)
         self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
         self.seed = seed

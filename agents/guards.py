@@ -19,6 +19,7 @@ from textrl_env.models import check_device
 __all__ = [
     "NonFiniteError",
     "check_device",
+    "check_agent_args",
     "check_finite_stats",
     "check_int",
     "check_learn_args",
@@ -38,11 +39,25 @@ def check_int(name: str, value: Any, minimum: int, example: int, maximum: int | 
         raise TypeError(
             f"{name} must be an int, got {type(value).__name__} {value!r}; pass e.g. {name}={example}"
         )
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}; pass e.g. {name}={example}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value!r}; pass e.g. {name}={example}")
     return int(value)
+
+
+def check_agent_args(seed: Any, policy_kwargs: Any, verbose: Any) -> int | None:
+    """Validate the agent constructor's ``seed`` / ``policy_kwargs`` / ``verbose``; returns the seed as an int."""
+    if seed is not None:
+        seed = check_int("seed", seed, 0, 0, maximum=2**32 - 2)  # NumPy's range (seed + 1 seeds prompts)
+    if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
+        raise TypeError(
+            f"policy_kwargs must be a dict of policy constructor arguments or None, got {policy_kwargs!r}"
+        )
+    if isinstance(verbose, bool) or not isinstance(verbose, int):
+        raise TypeError(f"verbose must be an int (0 silent, 1 a table per log_interval), got {verbose!r}")
+    return seed
 
 
 def check_learn_args(total_timesteps: Any, log_interval: Any) -> tuple[int, int]:

@@ -36,7 +36,8 @@ def load_model_and_tokenizer(
     source = None
     if isinstance(model, str | os.PathLike):
         source = os.fspath(model)
-        model = from_pretrained_safely(AutoModelForCausalLM, source)
+        loaded: nn.Module = from_pretrained_safely(AutoModelForCausalLM, source)
+        model = loaded
     elif not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be a transformers model id, a local path or a torch.nn.Module, got {type(model).__name__}"
