@@ -1,4 +1,4 @@
-"""textrl agents: REINFORCE, RLOO and PPO on text-generation envs, with Stable-Baselines3's conventions.
+"""textrl agents: REINFORCE, RLOO, PPO and GRPO on text-generation envs, with Stable-Baselines3's conventions.
 
 Example::
 
@@ -17,6 +17,7 @@ from agents.base import BaseAlgorithm, Evaluation
 from agents.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.config import AlgoConfig
+from agents.grpo import GRPO, GRPOConfig
 from agents.logger import Logger
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
 from agents.policies import POLICY_ALIASES, BasePolicy, LMActorCriticPolicy, LMPolicy, resolve_policy
@@ -27,6 +28,7 @@ from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos
 from agents.sb3 import TextRLSB3Policy
 
 __all__ = [
+    "GRPO",
     "POLICY_ALIASES",
     "PPO",
     "REINFORCE",
@@ -38,6 +40,7 @@ __all__ = [
     "CallbackList",
     "CheckpointError",
     "Evaluation",
+    "GRPOConfig",
     "LMActorCriticPolicy",
     "LMPolicy",
     "Logger",
