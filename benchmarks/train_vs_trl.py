@@ -40,7 +40,7 @@ def compare(settings: common.BenchSettings, repeats: int) -> dict[str, Any]:
     by_side = {side: runs[module] for side, module in SIDES.items()}
     medians = {side: measure.median_summary(by_side[side], KEYS) for side in SIDES}
     textrl, trl = medians["textrl"], medians["trl"]
-    result = {
+    result: dict[str, Any] = {
         "settings": settings.to_dict(),
         "repeats": repeats,
         "machine": measure.machine_info(settings.device),
@@ -51,8 +51,9 @@ def compare(settings: common.BenchSettings, repeats: int) -> dict[str, Any]:
         "runs": by_side,
     }
     if settings.target_reward is not None:
-        result["time_to_reward"] = {side: time_to_reward(by_side[side]) for side in SIDES}
-        walls = [result["time_to_reward"][side]["median_wall_s"] for side in SIDES]
+        reached = {side: time_to_reward(by_side[side]) for side in SIDES}
+        result["time_to_reward"] = reached
+        walls = [reached[side]["median_wall_s"] for side in SIDES]
         result["time_to_reward_ratio"] = None if None in walls else walls[0] / walls[1]
     return result
 
