@@ -20,12 +20,13 @@ Names and defaults follow TRL's ``GRPOConfig`` so a TRL config ports field by fi
 Where the KL to the reference goes (exactly one place; never both):
 
 - ``beta == 0`` (the default): in the reward, as in every textrl agent: the sequence reward is
-  ``score - kl_coef * sum(KL)`` with the env's ``kl_coef`` (or ``kl_coef=``), optionally adaptive.
+  ``score - kl_coef * sum(KL)`` with the env's ``kl_coef`` (or ``kl_coef=``), adaptive with ``kl_target``.
   (In TRL, ``beta=0`` means no KL at all; here pass ``kl_coef=0`` for that.)
 - ``beta > 0``: in the loss, as GRPO does: ``beta * k3`` per token against the env's reference
   log-probs, aggregated like the policy term; the reward is then the score alone (the config's
-  ``kl_coef`` is set to 0). Passing ``beta > 0`` together with ``kl_coef > 0`` or an adaptive KL
-  target is an error.
+  ``kl_coef`` is set to 0). Passing ``beta > 0`` together with ``kl_coef > 0`` or ``kl_target`` (the
+  adaptive controller's target) is an error. ``target_kl`` is Stable-Baselines3's early stop of the
+  update, as for every agent.
 
 Read top to bottom: config, rollout layout, advantages, update.
 """
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 
 from agents.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
-from agents.base import BaseAlgorithm, evaluate_sequence
+from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig
 from agents.losses import (
@@ -48,8 +49,8 @@ from agents.losses import (
     aggregate_token_losses,
     grpo_token_losses,
     masked_mean,
-    mean_stats,
 )
+from agents.rewards import SequenceRewards
 
 
 def _help(text: str, default: Any) -> Any:
@@ -134,10 +135,10 @@ class GRPOConfig(AlgoConfig):
                 f"beta={self.beta} puts the KL in the loss and kl_coef={self.kl_coef} puts it in the reward too; "
                 "choose one: beta=0 (KL in the reward) or kl_coef=0 / leave kl_coef unset (KL in the loss)"
             )
-        if self.target_kl is not None:
+        if self.kl_target is not None:
             raise ValueError(
-                f"target_kl={self.target_kl} adapts the reward's KL coefficient, which beta={self.beta} sets to 0; "
-                "use beta=0 with target_kl for an adaptive KL in the reward, or drop target_kl"
+                f"kl_target={self.kl_target} adapts the reward's KL coefficient, which beta={self.beta} sets to 0; "
+                "use beta=0 with kl_target for an adaptive KL in the reward, or drop kl_target"
             )
         self.kl_coef = 0.0  # the reward is the score alone; the env's kl_coef is overridden
 
@@ -186,17 +187,18 @@ class GRPO(BaseAlgorithm):
             order = torch.randperm(n, generator=self._cpu_generator).to(self.device)
             yield from order.split(size)
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+    def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
         cfg = self.config
-        advantages = group_advantages(rewards, cfg.num_generations, cfg.scale_rewards)  # (N,)
+        # With beta > 0 the total is the score alone (kl_coef is 0); the KL enters the loss below.
+        advantages = group_advantages(rewards.total, cfg.num_generations, cfg.scale_rewards)  # (N,)
         input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
         start, n = episodes.response_start, len(advantages)
         # DAPO weighs every token of the rollout alike: a minibatch's share of the batch's tokens.
         tokens_per_row = episodes.response_mask.sum() / n
         ref_logprobs = episodes.ref_logprobs if cfg.beta > 0 else None
-        steps = []
+        steps, stopped = [], False
         for idx in self.iter_minibatches(n):
-            _, logprobs, entropy = evaluate_sequence(self.policy, input_ids[idx], attention_mask[idx], start)
+            _, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
             # The env's log-probs are the sampling policy's: the ratio is 1 on the first pass.
             per_token, stats = grpo_token_losses(
@@ -212,12 +214,15 @@ class GRPO(BaseAlgorithm):
             loss = aggregate_token_losses(
                 per_token, mask, cfg.loss_type, self.env.max_new_tokens, tokens_per_row * len(idx)
             )
+            if self.stop_early(stats["approx_kl"]):  # Stable-Baselines3's target_kl
+                stopped = True
+                break
             grad_norm = self.step_optimizer(loss)
             step = {f"train/{key}": value for key, value in stats.items()}
             step["train/policy_loss"] = loss.detach()
             step["train/entropy"] = masked_mean(entropy.detach(), mask)
             step["train/grad_norm"] = grad_norm.detach()
             steps.append(step)
-        result = mean_stats(steps)
+        result = self.update_stats(steps, stopped)
         result["train/advantage_std"] = advantages.std()
         return result

@@ -24,10 +24,9 @@ import argparse
 import time
 from typing import Any
 
-import torch
-
 from agents import GRPO, RLOO, BaseAlgorithm
 from agents.collect import Episodes
+from agents.rewards import SequenceRewards
 from benchmarks import common, measure
 from textrl_env import TextGenerationVectorEnv
 
@@ -46,7 +45,7 @@ def scheduled(algo_class: type[BaseAlgorithm]) -> type[BaseAlgorithm]:
         def _rollout_prompts(self) -> list[str]:
             return [p for p in self.settings.prompts_for_step(self.iteration) for _ in range(self.settings.k)]
 
-        def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+        def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
             self.score_history.append(float(episodes.scores.mean()))  # the score alone, as TRL's "reward"
             self.token_counts.append(int(episodes.response_mask.sum()))
             return super()._update(episodes, rewards)

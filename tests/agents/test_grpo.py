@@ -11,6 +11,7 @@ import torch
 
 from agents import GRPO, GRPOConfig
 from agents.collect import Episodes, collect_episodes
+from agents.rewards import SequenceRewards
 from reward_models.shaping import kl_penalty
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationVectorEnv
@@ -56,6 +57,13 @@ def rollout(agent: GRPO) -> Episodes:
     lengths = episodes.response_mask.sum(1)
     assert len(set(lengths.tolist())) >= 3, lengths
     return episodes
+
+
+def given(rewards: torch.Tensor, episodes: Episodes) -> SequenceRewards:
+    """Hand-picked sequence rewards (the update only reads ``total``)."""
+    return SequenceRewards(
+        score=rewards, kl=torch.zeros_like(episodes.kl), kl_coef=0.0, scale=1.0, total=rewards
+    )
 
 
 def policy_logprobs(agent: GRPO, episodes: Episodes, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +117,9 @@ def test_kl_in_the_reward_grpo_loss_matches_hand_built_loss() -> None:
     assert agent.env.kl_coef == 0.2
     episodes = rollout(agent)
     rewards = agent._sequence_rewards(episodes)
-    torch.testing.assert_close(rewards, episodes.scores - 0.2 * episodes.kl.sum(-1))
+    torch.testing.assert_close(
+        rewards.total, episodes.scores - 0.2 * (episodes.kl * episodes.response_mask).sum(-1)
+    )
 
     logprobs = policy_logprobs(agent, episodes)
     mask = episodes.response_mask.float()
@@ -119,7 +129,7 @@ def test_kl_in_the_reward_grpo_loss_matches_hand_built_loss() -> None:
     want = gradients(manual, agent)
 
     steps = capture_steps(agent)
-    stats = agent._update(episodes, REWARDS)
+    stats = agent._update(episodes, given(REWARDS, episodes))
     assert len(steps) == 1
     torch.testing.assert_close(steps[0][1], manual.detach())
     assert_same_gradients(steps[0][2], want)
@@ -133,7 +143,7 @@ def test_kl_in_the_loss_dr_grpo_matches_hand_built_loss() -> None:
     drift_from_reference(agent)
     episodes = rollout(agent)
     assert float(episodes.kl.abs().sum()) > 0  # the policy is away from the reference
-    torch.testing.assert_close(agent._sequence_rewards(episodes), episodes.scores)
+    torch.testing.assert_close(agent._sequence_rewards(episodes).total, episodes.scores)
 
     logprobs = policy_logprobs(agent, episodes)
     mask = episodes.response_mask.float()
@@ -146,7 +156,7 @@ def test_kl_in_the_loss_dr_grpo_matches_hand_built_loss() -> None:
     want = gradients(manual, agent)
 
     steps = capture_steps(agent)
-    stats = agent._update(episodes, REWARDS)
+    stats = agent._update(episodes, given(REWARDS, episodes))
     torch.testing.assert_close(steps[0][1], manual.detach())
     assert_same_gradients(steps[0][2], want)
     expected_kl = (kl_penalty(logprobs.detach(), episodes.ref_logprobs, mask, "k3").sum() / mask.sum()).item()
@@ -171,7 +181,7 @@ def test_dapo_normalises_each_minibatch_by_the_batchs_tokens() -> None:
     batch_tokens = episodes.response_mask.sum()
 
     steps = capture_steps(agent)
-    agent._update(episodes, rewards)
+    agent._update(episodes, given(rewards, episodes))
     assert len(steps) == 2 * 4  # num_iterations passes x 4 minibatches of 2
     assert sorted(torch.cat([rows for rows, _, _ in steps[:4]]).tolist()) == list(range(8))
     for rows, loss, grads in steps:
@@ -212,11 +222,20 @@ def test_num_iterations_reuse_the_rollout_with_the_clipped_ratio() -> None:
         return original(loss)
 
     agent.step_optimizer = checking  # type: ignore[method-assign]
-    stats = agent._update(episodes, rewards)
+    stats = agent._update(episodes, given(rewards, episodes))
     assert len(symmetric_differs) == 4  # one minibatch (the whole rollout) per pass
     assert any(symmetric_differs)  # the upper bound mattered on a later pass
     assert float(stats["train/approx_kl"]) > 0  # the policy moved away from the sampling policy
     assert float(stats["train/clip_fraction"]) > 0  # and the clip engaged
+
+
+def test_target_kl_stops_the_passes_early() -> None:
+    """Stable-Baselines3's target_kl: the passes end once a minibatch's approx KL exceeds 1.5x it."""
+    agent = make_agent(num_envs=8, learning_rate=0.05, num_iterations=6, target_kl=1e-4)
+    episodes = rollout(agent)
+    stats = agent._update(episodes, given(torch.tensor([1.0, 0.0, 0.5, 0.5, 0.2, 0.9, 0.0, 0.3]), episodes))
+    assert float(stats["train/stopped_early"]) == 1.0
+    assert 1 <= stats["train/n_updates"] < 6
 
 
 def test_grpo_learns_an_easy_reward_with_the_kl_in_the_loss() -> None:
@@ -262,7 +281,7 @@ def test_checkpoint_round_trip_continues_exactly(tmp_path: Path) -> None:
         ({"num_iterations": 0}, ValueError, "num_iterations must be an int >= 1"),
         ({"beta": -1.0}, ValueError, "beta must be a finite number >= 0"),
         ({"beta": 0.1, "kl_coef": 0.05}, ValueError, "choose one: beta=0"),
-        ({"beta": 0.1, "target_kl": 6.0}, ValueError, "adapts the reward's KL coefficient"),
+        ({"beta": 0.1, "kl_target": 6.0}, ValueError, "adapts the reward's KL coefficient"),
         ({"n_epochs": 2}, ValueError, "pass num_iterations=2 instead of n_epochs=2"),
         ({"clip_range": 0.3}, ValueError, "pass epsilon=0.3 instead of clip_range=0.3"),
         ({"num_generation": 4}, TypeError, "Did you mean 'num_generations'"),
