@@ -30,13 +30,18 @@ ConfigT = TypeVar("ConfigT")
 class LabelConfig:
     """Flags of ``textrl label``."""
 
-    db: str = field(metadata={"help": "SQLite file holding pairs and answers (created if missing; reuse it to resume)."})
+    db: str = field(
+        metadata={"help": "SQLite file holding pairs and answers (created if missing; reuse it to resume)."}
+    )
     pairs: str | None = field(
         default=None,
-        metadata={"help": 'JSONL of pairs to label, lines {"id"?, "prompt", "a", "b"}; imported idempotently.'},
+        metadata={
+            "help": 'JSONL of pairs to label, lines {"id"?, "prompt", "a", "b"}; imported idempotently.'
+        },
     )
     host: str = field(
-        default="127.0.0.1", metadata={"help": "Interface to bind; anything but localhost requires an access token."}
+        default="127.0.0.1",
+        metadata={"help": "Interface to bind; anything but localhost requires an access token."},
     )
     port: int = field(default=8000, metadata={"help": "TCP port (0: any free port)."})
     per_pair: int = field(default=1, metadata={"help": "Answers wanted per pair (skips do not count)."})
@@ -58,17 +63,19 @@ class ExportConfig:
 
 
 def _parse(config_type: type[ConfigT], prog: str, argv: Sequence[str]) -> ConfigT:
-    parser = HfArgumentParser(config_type, prog=prog, description=config_type.__doc__)
+    parser = HfArgumentParser(config_type, prog=prog, description=config_type.__doc__)  # type: ignore[arg-type]
     (config,) = parser.parse_args_into_dataclasses(args=list(argv))
     return cast(ConfigT, config)
 
 
 def _print_progress(console: Console, progress: Progress) -> None:
+    """One line of progress, flushed (a pipeline or test reading our stdout sees it at once)."""
     console.print(
         f"answers {progress.answers}/{progress.target} · pairs complete {progress.complete_pairs}/{progress.pairs}"
         f" · skips {progress.skips}" + (" · all pairs answered (Ctrl+C to stop)" if progress.done else ""),
         highlight=False,
     )
+    sys.stdout.flush()
 
 
 def serve(config: LabelConfig, console: Console | None = None) -> int:
@@ -80,11 +87,15 @@ def serve(config: LabelConfig, console: Console | None = None) -> int:
     url = server.start()
     console.print(f"Labelling page: {url}", highlight=False, markup=False)
     if server.token:
-        console.print(f"Access token: {server.token} (needed by every request; the URL above carries it)", markup=False)
-    console.print(f"Answers go to {server.store.path} as they are given. Ctrl+C stops the server.", markup=False)
+        console.print(
+            f"Access token: {server.token} (needed by every request; the URL above carries it)", markup=False
+        )
+    console.print(
+        f"Answers go to {server.store.path} as they are given. Ctrl+C stops the server.", markup=False
+    )
     sys.stdout.flush()
     try:
-        server.wait(until_done=False, on_progress=lambda p: (_print_progress(console, p), sys.stdout.flush()))
+        server.wait(until_done=False, on_progress=lambda p: _print_progress(console, p))
     except KeyboardInterrupt:
         console.print("Stopped. Every acknowledged answer is stored; run `textrl label export` next.")
     finally:

@@ -68,7 +68,9 @@ class LabelSummary:
 
 def _open(db_path: str | os.PathLike[str]) -> LabelStore:
     if not Path(db_path).is_file():
-        raise FileNotFoundError(f"no labelling database at {os.fspath(db_path)}; pass the --db that `textrl label` used")
+        raise FileNotFoundError(
+            f"no labelling database at {os.fspath(db_path)}; pass the --db that `textrl label` used"
+        )
     return LabelStore(db_path)
 
 
@@ -113,7 +115,9 @@ def tally(db_path: str | os.PathLike[str], pair_ids: Sequence[str] | None = None
             continue
         chosen, rejected = (pair.a, pair.b) if winner == "a" else (pair.b, pair.a)
         preferences.append(PreferencePair(pair.prompt, chosen, rejected))
-    return LabelSummary(len(pairs), preferences, tied, skipped, unanswered, _per_annotator(answers), agreement(verdicts))
+    return LabelSummary(
+        len(pairs), preferences, tied, skipped, unanswered, _per_annotator(answers), agreement(verdicts)
+    )
 
 
 def _per_annotator(answers: Sequence[Answer]) -> list[AnnotatorCounts]:
@@ -176,7 +180,9 @@ def print_summary(summary: LabelSummary, console: Console | None = None) -> None
     for column in ("pairs", "exported", "tied", "only skipped", "unanswered"):
         votes.add_column(column, justify="right")
     votes.add_row(
-        *map(str, (summary.pairs, len(summary.preferences), summary.tied, summary.skipped, summary.unanswered))
+        *map(
+            str, (summary.pairs, len(summary.preferences), summary.tied, summary.skipped, summary.unanswered)
+        )
     )
     console.print(votes)
     people = Table(title="Annotators")

@@ -71,13 +71,17 @@ class LabelServer:
         lease_seconds: float = 600.0,
     ) -> None:
         if not isinstance(host, str) or not host.strip():
-            raise ValueError(f"host={host!r} is invalid; expected an interface such as '127.0.0.1' or '0.0.0.0'")
+            raise ValueError(
+                f"host={host!r} is invalid; expected an interface such as '127.0.0.1' or '0.0.0.0'"
+            )
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port={port!r} is invalid; expected an integer in 0..65535 (0: any free port)")
         if not isinstance(per_pair, int) or isinstance(per_pair, bool) or per_pair < 1:
             raise ValueError(f"per_pair={per_pair!r} is invalid; expected an integer >= 1")
         if token is not None and (not token.isascii() or not token.strip() or len(token) < 8):
-            raise ValueError("token is invalid; expected at least 8 ASCII characters (or leave it out to generate one)")
+            raise ValueError(
+                "token is invalid; expected at least 8 ASCII characters (or leave it out to generate one)"
+            )
         self.host, self.port, self.per_pair = host, port, per_pair
         self.token = token if token is not None or is_loopback(host) else secrets.token_urlsafe(24)
         self.store = LabelStore(db_path, lease_seconds=lease_seconds)

@@ -24,6 +24,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from reward_models.labelling.store import (
     AnswerConflictError,
@@ -69,7 +70,9 @@ def _json_body(*fields: str) -> dict[str, Any]:
     unknown = sorted(set(body) - set(fields))
     missing = [key for key in fields if key not in body]
     if unknown or missing:
-        raise BadRequest(400, f"body keys are wrong (unknown {unknown}, missing {missing}); expected {list(fields)}")
+        raise BadRequest(
+            400, f"body keys are wrong (unknown {unknown}, missing {missing}); expected {list(fields)}"
+        )
     return body
 
 
@@ -110,15 +113,22 @@ def create_app(store: LabelStore, per_pair: int = 1, token: str | None = None) -
         }
 
     def you_json(annotator: str) -> dict[str, int]:
-        return {"answered": len(store.answers(annotator)), "remaining": store.remaining_for(annotator, per_pair)}
+        return {
+            "answered": len(store.answers(annotator)),
+            "remaining": store.remaining_for(annotator, per_pair),
+        }
 
     @app.before_request
-    def guard() -> Response | None:
+    def guard() -> BaseResponse | None:
         if token is None:
             if _hostname(request.host) not in LOOPBACK_NAMES:
                 raise BadRequest(403, f"host {request.host!r} refused: this server answers only on localhost")
             return None
-        supplied = request.args.get("token") or request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
+        supplied = (
+            request.args.get("token")
+            or request.headers.get(TOKEN_HEADER)
+            or request.cookies.get(TOKEN_COOKIE)
+        )
         if not supplied or not secrets.compare_digest(supplied.encode(), token.encode()):
             raise BadRequest(401, "access token missing or wrong: open the URL `textrl label` printed")
         if "token" in request.args and request.method == "GET":
@@ -174,7 +184,9 @@ def create_app(store: LabelStore, per_pair: int = 1, token: str | None = None) -
     @app.post("/api/undo")
     def undo() -> Response:
         undone = store.undo_last(_annotator(_json_body("annotator")))
-        return jsonify(undone=None if undone is None else {"pair_id": undone.pair_id, "choice": undone.choice})
+        return jsonify(
+            undone=None if undone is None else {"pair_id": undone.pair_id, "choice": undone.choice}
+        )
 
     @app.get("/api/progress")
     def progress() -> Response:

@@ -172,7 +172,9 @@ def check_annotator(name: object) -> str:
 
 def _check_per_pair(per_pair: object) -> int:
     if not isinstance(per_pair, int) or isinstance(per_pair, bool) or per_pair < 1:
-        raise ValueError(f"per_pair={per_pair!r} is invalid; expected an integer >= 1 (answers wanted per pair)")
+        raise ValueError(
+            f"per_pair={per_pair!r} is invalid; expected an integer >= 1 (answers wanted per pair)"
+        )
     return per_pair
 
 
@@ -315,7 +317,9 @@ class LabelStore:
                 params,
             ).fetchone()
             if row is not None:
-                conn.execute("UPDATE assignments SET leased_at = :now WHERE id = :id", {**params, "id": row[0]})
+                conn.execute(
+                    "UPDATE assignments SET leased_at = :now WHERE id = :id", {**params, "id": row[0]}
+                )
                 return Assignment(LabelPair(*row[1:5]), row[5])
             # Pairs that still need someone first (in import order), then ones others are holding.
             row = conn.execute(
@@ -357,11 +361,15 @@ class LabelStore:
                 "SELECT shown_left FROM assignments WHERE pair_id = ? AND annotator = ?", (pair_id, who)
             ).fetchone()
             if shown is None:
-                raise AnswerConflictError(f"pair {pair_id!r} was not shown to {who!r}; ask for the next pair first")
+                raise AnswerConflictError(
+                    f"pair {pair_id!r} was not shown to {who!r}; ask for the next pair first"
+                )
             if conn.execute(
                 "SELECT 1 FROM answers WHERE pair_id = ? AND annotator = ?", (pair_id, who)
             ).fetchone():
-                raise AnswerConflictError(f"{who!r} already answered pair {pair_id!r}; undo it to answer again")
+                raise AnswerConflictError(
+                    f"{who!r} already answered pair {pair_id!r}; undo it to answer again"
+                )
             answer = Answer(pair_id, who, shown[0], choice, _verdict(choice, shown[0]), self._clock())
             conn.execute(
                 "INSERT INTO answers (pair_id, annotator, shown_left, choice, verdict, answered_at)"
