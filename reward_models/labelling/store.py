@@ -8,8 +8,11 @@ parameterised; the schema is created idempotently.
 
 Hand-out rules (:meth:`LabelStore.next_pair`): an annotator is never shown a pair twice (undo is the
 one exception: it puts the undone pair back on screen); a pair is handed out until it has
-``per_pair`` answers that are not skips; while a pair is on someone's screen (a lease of
-``lease_seconds``) it goes to others only if it still needs more answers, or when nothing else is left.
+``per_pair`` answers that are not skips; a pair on someone's screen (a lease of ``lease_seconds``,
+renewed whenever it is shown) counts as an answer in progress, so it goes to others only if it still
+needs more answers than are being given. When the only pairs left are on others' screens,
+:meth:`LabelStore.next_pair` returns None and :meth:`LabelStore.remaining_for` stays above zero:
+the page then waits and asks again.
 """
 
 from __future__ import annotations
@@ -298,7 +301,7 @@ class LabelStore:
             return conn.execute("SELECT 1 FROM pairs WHERE id = ?", (pair_id,)).fetchone() is not None
 
     def next_pair(self, annotator: str, per_pair: int = 1) -> Assignment | None:
-        """The pair to show ``annotator`` now, or None when nothing is left for them.
+        """The pair to show ``annotator`` now, or None when nothing is left for them (for now, if others hold the rest).
 
         The pair already on their screen (or one they undid) comes back unchanged; otherwise a new
         pair is drawn, its left/right order drawn at random and recorded.
@@ -321,12 +324,12 @@ class LabelStore:
                     "UPDATE assignments SET leased_at = :now WHERE id = :id", {**params, "id": row[0]}
                 )
                 return Assignment(LabelPair(*row[1:5]), row[5])
-            # Pairs that still need someone first (in import order), then ones others are holding.
+            # The first pair (in import order) that still needs an answer nobody is already working on.
             row = conn.execute(
                 f"""SELECT p.id, p.prompt, p.a, p.b FROM pairs p
-                WHERE {_COUNTED} < :n AND NOT EXISTS
+                WHERE {_COUNTED} + {_LEASED} < :n AND NOT EXISTS
                     (SELECT 1 FROM assignments s WHERE s.pair_id = p.id AND s.annotator = :who)
-                ORDER BY {_COUNTED} + {_LEASED} >= :n, p.position LIMIT 1""",
+                ORDER BY p.position LIMIT 1""",
                 params,
             ).fetchone()
             if row is None:
@@ -429,7 +432,7 @@ class LabelStore:
         )
 
     def remaining_for(self, annotator: str, per_pair: int = 1) -> int:
-        """Pairs ``annotator`` could still be shown (the one on their screen included)."""
+        """Pairs ``annotator`` could still be shown (the one on their screen and ones others hold included)."""
         who = check_annotator(annotator)
         _check_per_pair(per_pair)
         with self._transaction(write=False) as conn:

@@ -13,6 +13,8 @@
   let annotator = localStorage.getItem(NAME_KEY) || "";
   let current = null; // the pair on screen
   let busy = false; // one request at a time: the next pair shows only after the answer is stored
+  let waitTimer = null; // while the pairs left are on others' screens, ask again now and then
+  const WAIT_SECONDS = 10;
 
   async function api(path, body) {
     const response = await fetch(path, {
@@ -53,8 +55,14 @@
     $("progress").textContent =
       `You: ${you.answered} answered, ${you.remaining} left · All: ${all.answers} of ${all.target} answers`;
     current = data.pair;
+    clearTimeout(waitTimer);
     if (!current) {
       $("task").dataset.pairId = "";
+      const waiting = you.remaining > 0;
+      $("done-text").textContent = waiting
+        ? `The ${you.remaining} pair(s) left are on other annotators' screens; this page checks again every ${WAIT_SECONDS} s.`
+        : "Nothing left for you to label. Thank you!";
+      if (waiting) waitTimer = setTimeout(() => run(loadNext), WAIT_SECONDS * 1000);
       show("done");
       return;
     }
@@ -121,6 +129,7 @@
   });
   $("change-name").addEventListener("click", () => {
     localStorage.removeItem(NAME_KEY);
+    clearTimeout(waitTimer);
     annotator = "";
     current = null;
     $("progress").textContent = "";

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -55,3 +62,33 @@ def answer_as(store: Any, annotator: str, verdicts: dict[str, str], per_pair: in
         store.record_answer(annotator, shown.pair.id, choice)
         count += 1
     return count
+
+
+def start_cli_server(*args: str, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """Run ``python -m reward_models.labelling ARGS --port 0`` from this tree; return it and its URL."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reward_models.labelling", *args, "--port", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(r"Labelling page: (http://\S+)", line)
+        if match:
+            return proc, match.group(1)
+    proc.kill()
+    raise RuntimeError("the labelling server did not start:\n" + "".join(seen))

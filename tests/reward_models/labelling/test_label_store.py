@@ -105,11 +105,15 @@ def test_a_leased_pair_goes_to_others_only_when_needed(store, clock):
     held = store.next_pair("ann", per_pair=1).pair.id
     others = [store.next_pair(f"b{i}", per_pair=1).pair.id for i in range(4)]
     assert held not in others and len(set(others)) == 4  # five annotators, five different pairs
-    # every pair is on someone's screen: a sixth annotator still gets work (the first open pair)
-    assert store.next_pair("f", per_pair=1).pair.id == held
-    clock.now += 61  # leases expire; a second pair for "ann" after answering
+    # every pair is on someone's screen: a sixth annotator waits, though pairs remain for them
+    assert store.next_pair("f", per_pair=1) is None and store.remaining_for("f", per_pair=1) == 5
+    assert store.next_pair("f", per_pair=2).pair.id == held  # with 2 answers wanted, p0 needs one more
+    clock.now += 30
+    assert store.next_pair("ann", per_pair=1).pair.id == held  # showing it again renews ann's lease
+    clock.now += 31  # the others' leases (61 s old) have expired, ann's (31 s) has not
+    assert store.next_pair("g", per_pair=1).pair.id == others[0]
     store.record_answer("ann", held, "left")
-    assert store.next_pair("ann", per_pair=1).pair.id in others
+    assert store.next_pair("ann", per_pair=1).pair.id == others[1]
 
 
 def test_record_answer_refuses_bad_requests_and_stores_nothing(store):
