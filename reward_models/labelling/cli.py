@@ -105,7 +105,7 @@ def serve(config: LabelConfig, console: Console | None = None) -> int:
 
 def export(config: ExportConfig, console: Console | None = None) -> int:
     """Write the majority-voted preferences and print the tally; return the exit status."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     summary = export_preferences(config.db, config.out, overwrite=config.overwrite)
     print_summary(summary, console)
     console.print(f"wrote {len(summary.preferences)} preference pairs to {config.out}", markup=False)
@@ -115,7 +115,7 @@ def export(config: ExportConfig, console: Console | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``textrl label [export] ...`` with ``argv`` (the arguments after ``label``); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         if args[:1] == ["export"]:
             return export(_parse(ExportConfig, "textrl label export", args[1:]))
