@@ -23,17 +23,17 @@ from reward_models.labelling.export import (
     tally,
 )
 from reward_models.labelling.pairs import LabelPair, read_label_pairs
-from reward_models.labelling.serve import LabelServer
-from reward_models.labelling.store import (
+from reward_models.labelling.records import (
     CHOICES,
     Answer,
     AnswerConflictError,
     Assignment,
-    LabelStore,
     LabelStoreError,
     Progress,
     UnknownPairError,
 )
+from reward_models.labelling.serve import LabelServer
+from reward_models.labelling.store import LabelStore
 
 
 def import_pairs(db_path: str | os.PathLike[str], pairs: Iterable[LabelPair] | str | os.PathLike[str]) -> int:

@@ -20,8 +20,8 @@ from rich.console import Console
 from transformers import HfArgumentParser
 
 from reward_models.labelling.export import export_preferences, print_summary
+from reward_models.labelling.records import Progress
 from reward_models.labelling.serve import LabelServer
-from reward_models.labelling.store import Progress
 
 ConfigT = TypeVar("ConfigT")
 

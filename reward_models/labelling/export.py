@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from reward_models.labelling.agreement import Agreement, agreement
-from reward_models.labelling.store import Answer, LabelStore
+from reward_models.labelling.records import Answer
+from reward_models.labelling.store import LabelStore
 from reward_models.preferences import PreferencePair, write_preferences
 
 

@@ -23,8 +23,9 @@ from types import TracebackType
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from reward_models.labelling.pairs import read_label_pairs
+from reward_models.labelling.records import Progress
 from reward_models.labelling.server import create_app
-from reward_models.labelling.store import LabelStore, Progress
+from reward_models.labelling.store import LabelStore
 
 
 def is_loopback(host: str) -> bool:

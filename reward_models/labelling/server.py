@@ -26,13 +26,8 @@ from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from reward_models.labelling.store import (
-    AnswerConflictError,
-    Assignment,
-    LabelStore,
-    UnknownPairError,
-    check_annotator,
-)
+from reward_models.labelling.records import AnswerConflictError, Assignment, UnknownPairError, check_annotator
+from reward_models.labelling.store import LabelStore
 
 TOKEN_COOKIE = "textrl_label_token"
 TOKEN_HEADER = "X-Label-Token"

@@ -55,10 +55,7 @@ def answer_as(store: Any, annotator: str, verdicts: dict[str, str], per_pair: in
     count = 0
     while (shown := store.next_pair(annotator, per_pair)) is not None:
         verdict = verdicts.get(shown.pair.id, "skip")
-        if verdict in ("a", "b"):
-            choice = "left" if verdict == shown.shown_left else "right"
-        else:
-            choice = verdict
+        choice = {shown.shown_left: "left"}.get(verdict, "right") if verdict in ("a", "b") else verdict
         store.record_answer(annotator, shown.pair.id, choice)
         count += 1
     return count

@@ -21,7 +21,9 @@ if not (CHROMEDRIVER.exists() and CHROMIUM):
         "browser tests need Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver",
         allow_module_level=True,
     )
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium: pip install selenium")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="browser tests need selenium: pip install selenium"
+)
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -63,13 +65,16 @@ def shown_pair(driver) -> str | None:
 
 def wait_for_pair(driver, pair_id: str) -> dict[str, str]:
     _wait(driver, lambda d: shown_pair(d) == pair_id)
-    read = lambda element_id: driver.execute_script(f"return document.getElementById('{element_id}').textContent")  # noqa: E731
-    return {"prompt": read("prompt"), "left": read("left"), "right": read("right")}
+    script = "return document.getElementById(arguments[0]).textContent"
+    return {key: driver.execute_script(script, key) for key in ("prompt", "left", "right")}
 
 
 def sign_in(driver, url: str, name: str) -> None:
     driver.get(url)
-    field = _wait(driver, lambda d: d.find_element(By.ID, "name") if d.find_element(By.ID, "login").is_displayed() else None)
+    field = _wait(
+        driver,
+        lambda d: d.find_element(By.ID, "name") if d.find_element(By.ID, "login").is_displayed() else None,
+    )
     field.send_keys(name)
     driver.find_element(By.ID, "start").click()
 
@@ -89,7 +94,10 @@ def test_clicks_and_keys_answer_and_undo_and_answers_land_in_sqlite(tmp_path, br
         sign_in(browser, server.url, "ann")
         expected = []
         texts = wait_for_pair(browser, "p0")
-        assert texts["prompt"] == PAIRS[0].prompt and {texts["left"], texts["right"]} == {PAIRS[0].a, PAIRS[0].b}
+        assert texts["prompt"] == PAIRS[0].prompt and {texts["left"], texts["right"]} == {
+            PAIRS[0].a,
+            PAIRS[0].b,
+        }
         browser.find_element(By.CSS_SELECTOR, "button[data-choice='left']").click()
         expected.append(("p0", "left", verdict_of(texts, PAIRS[0], "left")))
         for pair, key, choice in [
@@ -164,7 +172,10 @@ def test_model_output_is_shown_as_literal_text(tmp_path, browser):
         assert {texts["left"], texts["right"]} == {HOSTILE.a, HOSTILE.b}
         for element_id in ("prompt", "left", "right"):  # text only: not one element was created from it
             assert browser.find_elements(By.CSS_SELECTOR, f"#{element_id} *") == []
-        assert browser.find_elements(By.TAG_NAME, "img") == [] and browser.find_elements(By.TAG_NAME, "iframe") == []
+        assert (
+            browser.find_elements(By.TAG_NAME, "img") == []
+            and browser.find_elements(By.TAG_NAME, "iframe") == []
+        )
         assert browser.find_elements(By.CSS_SELECTOR, "main b") == []
         scripts = [s.get_attribute("src") for s in browser.find_elements(By.TAG_NAME, "script")]
         assert scripts == [server.url.rstrip("/") + "/static/app.js"]

@@ -19,7 +19,14 @@ def test_flags_come_from_the_config_dataclasses(capsys):
     assert main(["export", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--out" in text and "Replace --out if it exists" in text
-    assert {f for f in LabelConfig.__dataclass_fields__} >= {"pairs", "db", "host", "port", "per_pair", "token"}
+    assert {f for f in LabelConfig.__dataclass_fields__} >= {
+        "pairs",
+        "db",
+        "host",
+        "port",
+        "per_pair",
+        "token",
+    }
     assert set(ExportConfig.__dataclass_fields__) == {"db", "out", "overwrite"}
     assert main(["--db"]) == 2  # argparse's own error, as an exit status
 
@@ -51,7 +58,9 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
 
 def test_python_m_serves_and_an_exposed_server_prints_its_token(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    proc, url = start_cli_server("--pairs", str(pairs), "--db", str(tmp_path / "l.sqlite"), "--host", "0.0.0.0")
+    proc, url = start_cli_server(
+        "--pairs", str(pairs), "--db", str(tmp_path / "l.sqlite"), "--host", "0.0.0.0"
+    )
     try:
         assert "?token=" in url
         token = url.split("?token=")[1]

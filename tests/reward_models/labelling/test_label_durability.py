@@ -32,7 +32,9 @@ def _run_annotators(base: str, names: list[str]) -> tuple[list, list]:
     barrier = threading.Barrier(len(names))
     acked: list = []
     errors: list = []
-    threads = [threading.Thread(target=_label_everything, args=(base, n, barrier, acked, errors)) for n in names]
+    threads = [
+        threading.Thread(target=_label_everything, args=(base, n, barrier, acked, errors)) for n in names
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -70,7 +72,9 @@ def test_sigkill_loses_no_acknowledged_answer_and_restart_resumes(tmp_path):
     try:
         for _ in range(7):
             _, shown = post(url, "/api/next", {"annotator": "ann"})
-            status, _ = post(url, "/api/answer", {"annotator": "ann", "pair_id": shown["pair"]["id"], "choice": "tie"})
+            status, _ = post(
+                url, "/api/answer", {"annotator": "ann", "pair_id": shown["pair"]["id"], "choice": "tie"}
+            )
             assert status == 200
             acked.append(shown["pair"]["id"])
         _, on_screen = post(url, "/api/next", {"annotator": "ann"})  # the 8th pair, shown, not answered

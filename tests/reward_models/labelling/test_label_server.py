@@ -4,8 +4,8 @@ import pytest
 from label_helpers import PAIRS
 
 from reward_models.labelling import LabelStore
-from reward_models.labelling.server import CONTENT_SECURITY_POLICY, TOKEN_COOKIE, TOKEN_HEADER, create_app
 from reward_models.labelling.serve import LabelServer, is_loopback
+from reward_models.labelling.server import CONTENT_SECURITY_POLICY, TOKEN_COOKIE, TOKEN_HEADER, create_app
 
 
 @pytest.fixture
@@ -101,7 +101,11 @@ def test_a_token_is_required_on_every_request(store):
     first = client.get("/?token=s3cret-token", headers={"Host": "192.168.1.5:8000"})
     assert first.status_code == 303 and first.headers["Location"] == "/"
     cookie = first.headers["Set-Cookie"]
-    assert cookie.startswith(f"{TOKEN_COOKIE}=s3cret-token") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert (
+        cookie.startswith(f"{TOKEN_COOKIE}=s3cret-token")
+        and "HttpOnly" in cookie
+        and "SameSite=Strict" in cookie
+    )
     lan = {"Host": "192.168.1.5:8000"}
     assert client.get("/", headers=lan).status_code == 200  # the test client sends the cookie back
     assert client.post("/api/next", json={"annotator": "ann"}, headers=lan).status_code == 200

@@ -56,7 +56,14 @@ def test_import_is_idempotent_and_refuses_a_changed_pair(store, tmp_path):
     changed = LabelPair("p1", PAIRS[1].prompt, PAIRS[1].a, " changed")
     with pytest.raises(ValueError, match="pair id 'p1' is already in .* with other texts"):
         store.import_pairs([LabelPair("other", "p", "x", "y"), changed])
-    assert [p.id for p in store.pairs()] == ["p0", "p1", "p2", "p3", "p4", "new"]  # nothing of the failed import
+    assert [p.id for p in store.pairs()] == [
+        "p0",
+        "p1",
+        "p2",
+        "p3",
+        "p4",
+        "new",
+    ]  # nothing of the failed import
     with pytest.raises(TypeError, match="expected LabelPair"):
         store.import_pairs([{"id": "d", "prompt": "p", "a": "x", "b": "y"}])  # type: ignore[list-item]
     # the package-level helper reads a file too
