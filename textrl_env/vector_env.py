@@ -63,6 +63,11 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
     ``"external"`` is for a policy with another network, which must call :meth:`set_policy_logits`
     before every step (forgetting it raises an error).
 
+    ## Gymnasium's vector wrappers
+    They do NumPy arithmetic on rewards and dones: wrap the env in
+    :class:`textrl_env.wrappers.TorchToNumpy` first, e.g.
+    ``RecordEpisodeStatistics(TorchToNumpy(envs))``. The env itself keeps returning device tensors.
+
     ## Host synchronisation
     One boolean per step crosses to the host (which rows ended), because finished responses must be
     decoded to text for the reward model. Everything else stays on the device.
