@@ -142,3 +142,32 @@ def test_exported_labels_train_a_reward_model(tmp_path, tokenizer, make_reward_m
     reward = result.reward_model()
     scores = reward(["the film"] * 2, [" wonderful", " awful"]).tolist()
     assert scores[0] > scores[1]
+
+
+def test_textrl_label_export_output_trains_with_textrl_rm(tmp_path, capsys):
+    """Pairs labelled through the page's API, exported by `textrl label export`, trained by `textrl rm`."""
+    from agents.cli import main as textrl
+    from reward_models.labelling.cli import main as label
+    from reward_models.labelling.server import create_app
+    from textrl_env.default_model import SENTIMENT_PROMPTS
+
+    good, bad = " great fun.", " dull and bad."
+    pairs = [  # the better response is "a" on even lines and "b" on odd ones
+        LabelPair(f"s{i}", p, *((good, bad) if i % 2 == 0 else (bad, good)))
+        for i, p in enumerate(SENTIMENT_PROMPTS[:20])
+    ]
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.import_pairs(pairs)
+    client = create_app(store, per_pair=2).test_client()
+    for name in ("ann", "bob"):
+        while (shown := client.post("/api/next", json={"annotator": name}).get_json()["pair"]) is not None:
+            choice = "left" if shown["left"] == good else "right"
+            body = {"annotator": name, "pair_id": shown["id"], "choice": choice}
+            assert client.post("/api/answer", json=body).status_code == 200
+    prefs = tmp_path / "prefs.jsonl"
+    assert label(["export", "--db", str(store.path), "--out", str(prefs)]) == 0
+    assert {(p.chosen, p.rejected) for p in read_preferences(prefs)} == {(good, bad)}
+    capsys.readouterr()
+    argv = ["rm", str(prefs), "--epochs", "2", "--batch_size", "8", "--learning_rate", "1e-3"]
+    assert textrl([*argv, "--eval_fraction", "0.2", "--no_progress", "--out", str(tmp_path / "rm")]) == 0
+    assert "held-out accuracy 1.000" in capsys.readouterr().out  # the people's preference was learned
