@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents import PPO, REINFORCE, RLOO
+from agents import GRPO, PPO, REINFORCE, RLOO
 from reward_models import (
     AdaptiveKLController,
     ExactMatchReward,
@@ -55,7 +55,7 @@ def check_outcome(call: Callable[[], Any], argument: str) -> None:
         assert argument in str(err), f"{type(err).__name__} does not name {argument!r}: {err}"
 
 
-AGENTS = [PPO, REINFORCE, RLOO]
+AGENTS = [PPO, REINFORCE, RLOO, GRPO]
 AGENT_SETTINGS = [
     "learning_rate",
     "adam_eps",
@@ -78,13 +78,32 @@ def env() -> TextGenerationVectorEnv:
     return make_env(num_envs=4, max_new_tokens=2)
 
 
+GRPO_SETTINGS = [
+    "num_generations",
+    "beta",
+    "loss_type",
+    "epsilon",
+    "epsilon_high",
+    "scale_rewards",
+    "num_iterations",
+]
+
+
 @pytest.mark.parametrize("algo", AGENTS, ids=lambda a: a.__name__)
 @pytest.mark.parametrize("name", AGENT_SETTINGS)
 @FUZZ
 @given(value=NONSENSE)
 def test_agent_settings(env: TextGenerationVectorEnv, algo: type, name: str, value: Any) -> None:
     policy = "LMActorCriticPolicy" if algo is PPO else "LMPolicy"
-    check_outcome(lambda: algo(policy, env, verbose=0, **{name: value}), name)
+    extra = {"num_generations": 2} if algo is GRPO else {}  # the env has 4 rows
+    check_outcome(lambda: algo(policy, env, verbose=0, **extra, **{name: value}), name)
+
+
+@pytest.mark.parametrize("name", GRPO_SETTINGS)
+@FUZZ
+@given(value=NONSENSE)
+def test_grpo_settings(env: TextGenerationVectorEnv, name: str, value: Any) -> None:
+    check_outcome(lambda: GRPO("LMPolicy", env, verbose=0, num_generations=2, **{name: value}), name)
 
 
 @pytest.mark.parametrize("name", ["device", "n_envs", "seed", "verbose", "policy_kwargs"])
