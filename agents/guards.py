@@ -31,9 +31,14 @@ class NonFiniteError(FloatingPointError):
     """A loss or gradient norm became NaN or infinite during an update."""
 
 
-def check_int(name: str, value: Any, minimum: int, example: int, maximum: int | None = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]``; a TypeError for a non-integer, a ValueError outside."""
-    if isinstance(value, float) and value.is_integer():  # learn(1e5), as Stable-Baselines3 allows
+def check_int(
+    name: str, value: Any, minimum: int, example: int, maximum: int | None = None, allow_float: bool = False
+) -> int:
+    """``value`` as an int in ``[minimum, maximum]``; a TypeError for a non-integer, a ValueError outside.
+
+    ``allow_float`` also takes a float with an integral value (``learn(1e5)``, as Stable-Baselines3 does).
+    """
+    if allow_float and isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
@@ -62,7 +67,7 @@ def check_agent_args(seed: Any, policy_kwargs: Any, verbose: Any) -> int | None:
 
 def check_learn_args(total_timesteps: Any, log_interval: Any) -> tuple[int, int]:
     """Validated ``(total_timesteps, log_interval)`` of :meth:`BaseAlgorithm.learn`."""
-    steps = check_int("total_timesteps", total_timesteps, 1, 10_000)
+    steps = check_int("total_timesteps", total_timesteps, 1, 10_000, allow_float=True)
     interval = check_int("log_interval", log_interval, 1, 1)
     return steps, interval
 
