@@ -41,6 +41,10 @@ class PipelineConfig:
     device: str = _help("cpu or cuda.", "cpu")
     model: str | None = _help("the starting causal LM (id or directory); default: the embedded model.")
     max_new_tokens: int = _help("response length limit of every sample.", 16)
+    threads: int | None = _help(
+        "torch CPU threads; default: 1 for the embedded model on CPU (fastest for a model this small), "
+        "else torch's own choice."
+    )
     # ---------------------------------------------------------------- round 0: SFT
     sft_demonstrations: int = _help("demonstrations generated for SFT (review lines of the corpus).", 2000)
     sft_min_gold: float = _help(
@@ -99,8 +103,10 @@ class PipelineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if self.num_envs is not None and (not isinstance(self.num_envs, int) or self.num_envs < 1):
-            raise ValueError(f"num_envs must be None or an int >= 1, got {self.num_envs!r}")
+        for name in ("num_envs", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
         rates: dict[str, float | None] = {
             "sft_learning_rate": self.sft_learning_rate,
             "rm_learning_rate": self.rm_learning_rate,
@@ -161,6 +167,8 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
 
     tuned = tuned_hyperparams(TUNED_ENV, config.agent) if config.model is None else {}
     updates: dict[str, Any] = {}
+    if config.threads is None and config.model is None and config.device == "cpu":
+        updates["threads"] = 1
     if config.num_envs is None:
         updates["num_envs"] = int(tuned.get("num_envs", FALLBACK_NUM_ENVS))
     if config.learning_rate is None:

@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 
@@ -199,6 +200,9 @@ def run_pipeline(
         SentimentReward(),
         GracefulInterrupt(console),
     )
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     try:
         _begin(run, "round 0: SFT")
         sft_stage(run)
@@ -213,6 +217,8 @@ def run_pipeline(
     except Exception as err:
         run_dir.set_state("failed", run.stage, error=f"{type(err).__name__}: {err}")
         raise
+    finally:
+        torch.set_num_threads(threads)
     summary = write_summary(run_dir, config.to_dict(), "complete")
     make_plots(run_dir.root)
     run_dir.set_state("complete")
