@@ -162,6 +162,17 @@ def _heldout_prompts(env_id: str, args: TrainArguments, envs: Any) -> list[str]:
     return list(envs.unwrapped.prompts[:32])
 
 
+def _prompt_window(model: str | None, prompts: list[str]) -> int:
+    """Tokens of the longest prompt, under the policy's tokenizer (training and held-out prompts share the window)."""
+    from transformers import AutoTokenizer
+
+    from textrl_env.default_model import DEFAULT_MODEL_ID
+    from textrl_env.prompts import tokenize_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(model or DEFAULT_MODEL_ID)
+    return max(len(tokenize_prompt(tokenizer, p)) for p in prompts)
+
+
 def make_envs(args: TrainArguments, num_envs: int) -> tuple[str, Any]:
     """``(env id, native vector env)`` from the arguments: a registered id, or model + reward + prompts."""
     import gymnasium as gym
@@ -183,6 +194,10 @@ def make_envs(args: TrainArguments, num_envs: int) -> tuple[str, Any]:
         kwargs["reward_model"] = LearnedRewardModel(args.reward_model, device=args.device)
     if args.prompts is not None:
         kwargs["prompts"] = read_prompts(args.prompts)
+        if args.eval_prompts is not None:  # else the window fits the training prompts only
+            kwargs["max_prompt_tokens"] = _prompt_window(
+                args.model, kwargs["prompts"] + read_prompts(args.eval_prompts)
+            )
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
     envs = gym.make_vec(
