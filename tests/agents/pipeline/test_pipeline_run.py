@@ -94,3 +94,13 @@ def test_resuming_a_finished_run_redoes_nothing(tiny_run: Path) -> None:
 def test_plot_refuses_a_folder_without_a_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no summary.json"):
         make_plots(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_default_loop_beats_sft_on_the_gold_score_every_round(tmp_path: Path) -> None:
+    """The README's pipeline (defaults, two rounds instead of three): RL raises the true objective."""
+    config = PipelineConfig(run_dir=str(tmp_path / "run"), rounds=2, seed=1)
+    summary = json.loads((run_pipeline(config, progress=False) / "summary.json").read_text())
+    for record in summary["rounds"]:
+        assert record["gold_policy"] > record["gold_sft"] + 0.1, record
+    assert summary["gold_sft"] > summary["gold_base"] + 0.1  # SFT on non-negative demonstrations helps too
