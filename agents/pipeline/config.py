@@ -82,6 +82,10 @@ class PipelineConfig:
     kl_target: float | None = _help(
         "per-sequence KL target of the adaptive KL controller (None: a fixed kl_coef).", None
     )
+    kl_horizon: int | None = _help(
+        "horizon (episodes) of the adaptive KL controller; default: the agent's (10000). A round sees about "
+        "rl_timesteps / max_new_tokens episodes, so e.g. 256 lets the coefficient move within a round."
+    )
     # ---------------------------------------------------------------- counter-measures
     early_stop_tolerance: float | None = _help(
         "stop a round's RL when the held-out gold score falls this far below its best while the proxy "
@@ -103,7 +107,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("num_envs", "threads"):
+        for name in ("num_envs", "threads", "kl_horizon"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
@@ -190,6 +194,8 @@ def agent_settings(config: PipelineConfig) -> tuple[str, dict[str, Any]]:
     kwargs = {k: v for k, v in tuned.items() if k not in RUN_KEYS and k in algo.config_class.field_names()}
     kwargs |= {"learning_rate": config.learning_rate, "kl_coef": config.kl_coef}
     kwargs[AGENT_KL_TARGET_FIELD] = config.kl_target
+    if config.kl_horizon is not None:
+        kwargs["kl_horizon"] = config.kl_horizon
     return policy, kwargs
 
 

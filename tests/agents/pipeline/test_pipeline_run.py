@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from tests.agents.pipeline.tiny import TINY
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pipeline") / "run"
-    config = PipelineConfig(run_dir=str(root), early_stop_tolerance=5.0, early_stop_check_every=256, **TINY)
+    config = PipelineConfig(
+        run_dir=str(root),
+        early_stop_tolerance=5.0,
+        early_stop_check_every=256,
+        kl_target=0.5,
+        kl_horizon=64,
+        **TINY,
+    )
     assert run_pipeline(config, progress=False, console=Console(quiet=True)) == root
     return root
 
@@ -60,6 +68,13 @@ def test_run_directory_holds_checkpoints_logs_and_config(tiny_run: Path) -> None
     assert not list(tiny_run.rglob("*.tmp"))
 
 
+def test_counter_measures_reach_the_rl_stage(tiny_run: Path) -> None:
+    rl = json.loads((tiny_run / "round_1" / "rl.json").read_text())
+    assert rl["kl_coef"] != pytest.approx(0.05)  # kl_target: the adaptive controller moved the coefficient
+    assert len(rl["early_stop_checks"]) >= 2  # the gold-vs-proxy check ran (and, at tolerance 5, never fired)
+    assert rl["early_stopped_at"] is None
+
+
 def test_plots_are_valid_pngs_of_the_expected_curves(tiny_run: Path) -> None:
     for png in (tiny_run / "plots").glob("*.png"):
         png.unlink()
@@ -78,9 +93,7 @@ def test_a_used_run_directory_is_refused(tiny_run: Path) -> None:
             PipelineConfig(run_dir=str(tiny_run), **TINY), progress=False, console=Console(quiet=True)
         )
     with pytest.raises(ValueError, match="settings it was started with, but these differ: seed"):
-        run_pipeline(
-            PipelineConfig(run_dir=str(tiny_run), **(TINY | {"seed": 7})), resume=True, progress=False
-        )
+        run_pipeline(dataclasses.replace(load_run_config(tiny_run), seed=7), resume=True, progress=False)
 
 
 def test_resuming_a_finished_run_redoes_nothing(tiny_run: Path) -> None:
