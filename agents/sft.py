@@ -1,8 +1,9 @@
 """Supervised fine-tuning on (prompt, response) demonstrations: the first stage of the RLHF pipeline.
 
-Batches use the environment's layout -- a left-padded prompt block, then the response (plus EOS),
-right-padded -- so the model learns in exactly the layout it later acts in, and the loss is the
-same teacher-forced :func:`textrl_env.logprobs.sequence_logprobs` the agents use, on response tokens only.
+Batches use the environment's layout -- a left-padded prompt block encoded as the env encodes
+prompts, then the response (plus EOS), right-padded -- so the model learns in exactly the layout it
+later acts in, and the loss is the same teacher-forced :func:`textrl_env.logprobs.sequence_logprobs`
+the agents use, on response tokens only.
 
 From the command line::
 
@@ -28,6 +29,7 @@ from torch import nn
 from agents.checkpoint import atomic_directory
 from agents.config import _help
 from agents.losses import masked_mean
+from reward_models.encoding import encode_continuation, encode_prompts
 from reward_models.jsonl import read_jsonl_records, record_problem
 from textrl_env.logprobs import sequence_logprobs
 
@@ -127,17 +129,16 @@ def tokenize_demonstrations(
 ) -> list[tuple[list[int], list[int]]]:
     """``(prompt_ids, response_ids + [EOS])`` per demonstration.
 
-    The prompt is tokenized as the env tokenizes prompts (with the tokenizer's special tokens, e.g. a
-    BOS); the response without them, followed by EOS so the model learns to stop.
+    The prompt goes through the env's own prompt encoder (:func:`reward_models.encoding.encode_prompts`:
+    the tokenizer's leading special tokens such as a BOS, then the prompt; a cut keeps the BOS and the
+    prompt's end); the response has no special tokens and is followed by EOS so the model learns to stop.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so responses can end")
     examples = []
-    for i, demo in enumerate(demos):
-        prompt = list(tokenizer(demo.prompt)["input_ids"])
-        if max_prompt_tokens is not None:
-            prompt = prompt[-max_prompt_tokens:]
+    prompts = encode_prompts(tokenizer, [demo.prompt for demo in demos], max_prompt_tokens)
+    for i, (demo, prompt) in enumerate(zip(demos, prompts, strict=True)):
         if not prompt:
             if tokenizer.bos_token_id is None:
                 raise ValueError(
@@ -145,7 +146,7 @@ def tokenize_demonstrations(
                     "give it a prompt (the first response token needs something to be predicted from)"
                 )
             prompt = [tokenizer.bos_token_id]
-        response = list(tokenizer(demo.response, add_special_tokens=False)["input_ids"]) + [eos]
+        response = encode_continuation(tokenizer, demo.response) + [eos]
         if max_response_tokens is not None:
             response = response[:max_response_tokens]
         examples.append((prompt, response))

@@ -26,7 +26,7 @@ from reward_models.preferences import (
     read_preferences,
     write_preferences,
 )
-from reward_models.protocol import RewardModel, compute_rewards
+from reward_models.protocol import ResolvedReward, RewardModel, compute_rewards, resolve_reward
 from reward_models.shaping import (
     RunningMeanStd,
     kl_penalty,
@@ -52,6 +52,7 @@ __all__ = [
     "PreferenceFileWarning",
     "PreferencePair",
     "RegexReward",
+    "ResolvedReward",
     "RewardModel",
     "RewardTrainingConfig",
     "RewardTrainingResult",
@@ -68,6 +69,7 @@ __all__ = [
     "missing_eos_penalty",
     "preference_loss",
     "read_preferences",
+    "resolve_reward",
     "shaped_rewards",
     "train_reward_model",
     "whiten",

@@ -24,7 +24,7 @@ from torch import nn
 from reward_models.checks import check_positive_ints
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
-from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
+from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -149,8 +149,11 @@ def pair_scores(
     append_eos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(r_chosen, r_rejected)``, each ``(B,)``, from one forward pass over the ``2B`` texts."""
-    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    ids, mask = encode_for_scoring(model, tokenizer, texts, max_length, device, append_eos)
+    prompts = [p.prompt for p in pairs] * 2
+    completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    ids, mask = encode_completions_for_scoring(
+        model, tokenizer, prompts, completions, max_length, device, append_eos
+    )
     scores = sequence_scores(model, ids, mask)  # (2B,)
     return scores[: len(pairs)], scores[len(pairs) :]
 

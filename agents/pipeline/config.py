@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TUNED_ENV = "textrl/Sentiment-v0"  # the task the pipeline runs on the default model
-# The agents' name of the adaptive KL controller's target. The seam refactor (issue 10) renames
-# AlgoConfig.target_kl to kl_target; after that merge this constant becomes "kl_target".
-AGENT_KL_TARGET_FIELD = "target_kl"
 
 
 def _help(text: str, default: Any = None) -> Any:
@@ -193,7 +190,7 @@ def agent_settings(config: PipelineConfig) -> tuple[str, dict[str, Any]]:
     policy = str(tuned.get("policy", DEFAULT_POLICY.get(config.agent, "LMPolicy")))
     kwargs = {k: v for k, v in tuned.items() if k not in RUN_KEYS and k in algo.config_class.field_names()}
     kwargs |= {"learning_rate": config.learning_rate, "kl_coef": config.kl_coef}
-    kwargs[AGENT_KL_TARGET_FIELD] = config.kl_target
+    kwargs["kl_target"] = config.kl_target
     if config.kl_horizon is not None:
         kwargs["kl_horizon"] = config.kl_horizon
     return policy, kwargs
@@ -217,7 +214,6 @@ def config_differences(stored: PipelineConfig, given: dict[str, Any]) -> list[st
 
 
 __all__ = [
-    "AGENT_KL_TARGET_FIELD",
     "PipelineConfig",
     "agent_settings",
     "config_differences",

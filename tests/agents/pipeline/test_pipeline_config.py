@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from agents.pipeline.config import (
-    AGENT_KL_TARGET_FIELD,
     PipelineConfig,
     agent_settings,
     config_differences,
@@ -59,7 +58,7 @@ def test_resolve_fills_the_tuned_table_on_the_default_model() -> None:
 def test_agent_settings_pass_the_kl_settings_and_the_tuned_extras() -> None:
     policy, kwargs = agent_settings(resolve_config(PipelineConfig(kl_coef=0.2, kl_target=3.0, kl_horizon=64)))
     assert policy == "LMPolicy"
-    assert kwargs["kl_coef"] == 0.2 and kwargs[AGENT_KL_TARGET_FIELD] == 3.0 and kwargs["k"] == 4
+    assert kwargs["kl_coef"] == 0.2 and kwargs["kl_target"] == 3.0 and kwargs["k"] == 4
     assert kwargs["kl_horizon"] == 64
     ppo_policy, ppo = agent_settings(resolve_config(PipelineConfig(agent="ppo")))
     assert ppo_policy == "LMActorCriticPolicy" and ppo["minibatch_size"] == 16
