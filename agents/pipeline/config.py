@@ -52,10 +52,21 @@ class PipelineConfig:
     sft_batch_size: int = _help("demonstrations per SFT step.", 32)
     # ---------------------------------------------------------------- feedback
     labeler: str = _help(
-        "who labels the pairs: simulated (the gold scorer with Bradley-Terry noise).", "simulated"
+        "who labels the pairs: simulated (the gold scorer with Bradley-Terry noise), human (people on the "
+        "labelling page; the round waits for them), or mixed (people first, the simulated annotator the rest).",
+        "simulated",
     )
     pairs_per_round: int = _help(
         "pairs of the current policy's responses sampled and labelled per round.", 512
+    )
+    label_host: str = _help(
+        "human/mixed: interface of the labelling page (not loopback: a token is required).", "127.0.0.1"
+    )
+    label_port: int = _help("human/mixed: TCP port of the labelling page (0: any free port).", 8000)
+    label_per_pair: int = _help("human/mixed: answers wanted per pair; the majority decides.", 1)
+    label_token: str | None = _help("human/mixed: access token to require; generated when not on loopback.")
+    label_timeout: float | None = _help(
+        "human/mixed: seconds to wait for people per round before going on with what is labelled (None: no limit)."
     )
     label_temperature: float = _help(
         "simulated annotator noise: P(a preferred) = sigmoid((gold_a - gold_b) / label_temperature).", 0.1
@@ -104,6 +115,16 @@ class PipelineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if (
+            isinstance(self.label_per_pair, bool)
+            or not isinstance(self.label_per_pair, int)
+            or self.label_per_pair < 1
+        ):
+            raise ValueError(f"label_per_pair must be an int >= 1, got {self.label_per_pair!r}")
+        if self.label_timeout is not None and not (
+            math.isfinite(self.label_timeout) and self.label_timeout > 0
+        ):
+            raise ValueError(f"label_timeout must be None or a finite number > 0, got {self.label_timeout!r}")
         for name in ("num_envs", "threads", "kl_horizon"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -80,10 +80,26 @@ class SimulatedLabeler:
         return labels
 
 
-# name -> factory(config, gold scorer). The human labeler joins here with the labelling package.
+# name -> factory(config, gold scorer).
 LABELERS: dict[str, Callable[[Any, RewardModel | None], Labeler]] = {
     "simulated": lambda config, gold: _simulated(config, gold),
+    "human": lambda config, gold: _human(config, None),
+    "mixed": lambda config, gold: _human(config, _simulated(config, gold)),
 }
+
+
+def _human(config: Any, fallback: Labeler | None) -> Labeler:
+    from agents.pipeline.human import HumanLabeler  # the web stack loads only when people label
+
+    return HumanLabeler(
+        Path(config.run_dir) / "labels.sqlite",
+        host=config.label_host,
+        port=config.label_port,
+        per_pair=config.label_per_pair,
+        token=config.label_token,
+        timeout=config.label_timeout,
+        fallback=fallback,
+    )
 
 
 def _simulated(config: Any, gold: RewardModel | None) -> SimulatedLabeler:
