@@ -93,7 +93,71 @@ def ddp_step(rank: int) -> dict[str, Any]:
     }
 
 
-SCENARIOS = {"helpers": helpers}
+def fsdp(out: Path) -> dict[str, Any]:
+    """A sharded policy and reference: rollouts inside gathered(), one Adam step, full states out and back."""
+    from agents import fsdp as fs
+    from agents.collect import collect_episodes
+    from agents.losses import masked_mean
+    from agents.policies import LMPolicy
+    from tests.conftest import build_char_tokenizer, build_tiny_lm
+    from textrl_env import TextGenerationVectorEnv
+
+    rank = distributed.setup().rank
+    env = TextGenerationVectorEnv(
+        build_tiny_lm(), build_char_tokenizer(), ["the movie", "i liked"], lambda p, c: [0.0] * len(c),
+        num_envs=4, max_new_tokens=5,
+    )  # fmt: skip
+    plain = build_tiny_lm()  # the same initial weights, unsharded, to compute the expected step
+    policy = LMPolicy(env.model, tokenizer=env.tokenizer)
+    fs.shard_policy(policy, env.model, env.ref_model)
+    result: dict[str, Any] = {"sharded": fs.is_sharded(policy) and fs.is_sharded(env.ref_model)}
+    generator = torch.Generator().manual_seed(rank)
+    with fs.gathered(policy, env.ref_model):
+        episodes = collect_episodes(env, [["the movie"] * 4, ["i liked"] * 4][rank], None, generator)
+        for _ in range(3 * rank):  # a different number of forwards per rank: no collective inside
+            env.model(input_ids=torch.ones(1, 3, dtype=torch.long))
+    assert episodes is not None
+    ids, mask, start = episodes.input_ids, episodes.attention_mask, episodes.response_start
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    logprobs = policy.evaluate_sequence(ids, mask, start)[1]
+    (-masked_mean(logprobs, episodes.response_mask)).backward()
+    norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1e9)
+    result["norm_is_dtensor"] = type(norm).__name__
+    optimizer.step()
+    # expected: the mean over ranks of each rank's gradient, one Adam step on the unsharded copy
+    every = [distributed.all_gather(t) for t in (ids, mask, episodes.response_mask)]
+    plain_policy = LMPolicy(plain)
+    plain_optimizer = torch.optim.Adam(plain_policy.parameters(), lr=1e-2)
+    for r in range(2):
+        rows = slice(4 * r, 4 * r + 4)
+        lp = plain_policy.evaluate_sequence(every[0][rows], every[1][rows], start)[1]
+        (-masked_mean(lp, every[2][rows]) / 2).backward()
+    plain_optimizer.step()
+    got = fs.full_state_dict(policy)
+    want = plain_policy.state_dict()
+    result["keys_match"] = sorted(got) == sorted(want)
+    result["param_error"] = max(float((got[k] - want[k]).abs().max()) for k in want)
+    state = fs.full_optimizer_state(policy, optimizer)
+    plain_state = plain_optimizer.state_dict()
+    result["optimizer_error"] = max(
+        float((state["state"][i][key] - plain_state["state"][i][key]).abs().max())
+        for i in plain_state["state"]
+        for key in ("exp_avg", "exp_avg_sq")
+    )
+    fresh = LMPolicy(build_tiny_lm())
+    fs.shard_policy(fresh, fresh.model, None)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-2)
+    fs.load_full_optimizer_state(fresh, fresh_optimizer, plain_state)
+    again = fs.full_optimizer_state(fresh, fresh_optimizer)
+    result["reload_error"] = max(
+        float((again["state"][i][key] - plain_state["state"][i][key]).abs().max())
+        for i in plain_state["state"]
+        for key in ("exp_avg", "exp_avg_sq")
+    )
+    return result
+
+
+SCENARIOS = {"helpers": helpers, "fsdp": fsdp}
 
 
 def main(argv: list[str]) -> None:

@@ -76,3 +76,13 @@ def test_two_ranks(tmp_path: Path) -> None:
     assert ranks[1]["failure"] == ["ValueError", "bad reward on rank 1"]
     kind, message = ranks[0]["failure"]
     assert kind == "RankFailure" and "rank 1: ValueError: bad reward on rank 1" in message
+
+
+def test_fsdp_two_ranks(tmp_path: Path) -> None:
+    """FSDP2 on CPU/gloo: rollouts of different lengths inside gathered(), a step equal to the averaged one."""
+    check_ok(run_ranks(["-m", WORKERS, "fsdp", str(tmp_path)], world_size=2, timeout=180))
+    for r in range(2):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["sharded"] and got["keys_match"]
+        assert got["param_error"] < 1e-5, got
+        assert got["optimizer_error"] < 1e-6 and got["reload_error"] < 1e-7, got
