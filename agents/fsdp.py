@@ -42,7 +42,8 @@ _FULL = StateDictOptions(full_state_dict=True, cpu_offload=False)
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated layers to shard one by one: transformers' ``_no_split_modules`` classes, else ModuleLists'."""
-    inner: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    peft: Any = model
+    inner = peft.get_base_model() if hasattr(peft, "get_base_model") else model
     names = set(getattr(inner, "_no_split_modules", None) or ())
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
@@ -149,7 +150,7 @@ def full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer) ->
     The distributed API keys parameters by name; they are renumbered in the optimizer's order, so
     the result loads into the optimizer of an unsharded run as it is.
     """
-    full = get_optimizer_state_dict(module, optimizer, options=_FULL)
+    full: Any = get_optimizer_state_dict(module, optimizer, options=_FULL)
     names = _param_names(module, optimizer)
     index = {name: i for i, name in enumerate(names)}
     groups, start = [], 0
