@@ -34,8 +34,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 T = TypeVar("T")
 
@@ -240,6 +238,28 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if world == 1 else all_reduce_sum(tensor) / world
 
 
+def _host_int(value: int, op: Any) -> int:
+    if not info().enabled:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.long, device=_flag_device())
+    dist.all_reduce(t, op=op)
+    return int(t.item())
+
+
+def max_int(value: int) -> int:
+    """The largest of each rank's ``value`` (a plain int, reduced without touching the GPU stream)."""
+    return _host_int(value, dist.ReduceOp.MAX)
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (e.g. a random seed drawn once for the whole run)."""
+    if not info().enabled:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.long, device=_flag_device())
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 def all_gather(tensor: torch.Tensor) -> torch.Tensor:
     """Every rank's ``tensor`` (same shape on each) concatenated along dim 0, in rank order."""
     here = info()
@@ -311,54 +331,3 @@ def agree(error: BaseException | None = None, stop: bool = False, phase: str = "
         raise error
     failed = "; ".join(f"rank {r}: {m}" for r, m in enumerate(messages) if m is not None)
     raise RankFailure(f"another rank failed during the {phase}, so rank {here.rank} stops too ({failed})")
-
-
-# ---------------------------------------------------------------------------- DDP
-
-
-class _MethodRouter(nn.Module):
-    """Routes a named policy method through ``forward``: DDP prepares its gradient sync in ``forward``.
-
-    Agents call the policy's protocol methods (``evaluate_sequence``, ``evaluate_actions``, ...),
-    not ``forward``; calling them through DDP's ``forward`` is what makes their backward all-reduce.
-    """
-
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.policy, method)(*args, **kwargs)
-
-
-class DataParallelPolicy:
-    """The view of a policy whose training calls average gradients over the ranks (DDP).
-
-    ``view.call("evaluate_sequence", ids, mask, start)`` runs ``policy.evaluate_sequence(ids, mask,
-    start)`` through ``DistributedDataParallel``; the parameters stay the policy's own (no copy),
-    so the env keeps generating with the very module being trained. DDP broadcasts rank 0's
-    parameters at construction, so every rank starts from the same weights.
-
-    Args:
-        policy: the trainable policy module (on this rank's device).
-        find_unused_parameters: DDP's flag; True when the loss leaves some trainable parameters out
-            (a value head that RLOO does not train). It costs one graph traversal per backward.
-    """
-
-    def __init__(self, policy: nn.Module, find_unused_parameters: bool = False) -> None:
-        if not any(p.requires_grad for p in policy.parameters()):
-            raise ValueError(
-                f"{type(policy).__name__} has no trainable parameters, so there is nothing to train in parallel"
-            )
-        device = next(policy.parameters()).device
-        self.policy = policy
-        self.ddp = DistributedDataParallel(
-            _MethodRouter(policy),
-            device_ids=None if device.type == "cpu" else [device],
-            broadcast_buffers=False,  # the policy's buffers are constants (masks, rotary tables)
-            find_unused_parameters=find_unused_parameters,
-        )
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``policy.<method>(*args, **kwargs)`` with DDP's gradient synchronisation on its backward."""
-        return self.ddp(method, *args, **kwargs)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents import distributed
+from agents import distributed, parallel
 from reward_models.shaping import whiten as local_whiten
 
 
@@ -62,6 +62,8 @@ def helpers(out: Path) -> dict[str, Any]:
     ).tolist()
     result["shared_state_after"] = shared.get_state().sum().item()
     result["rank_seed"] = distributed.rank_seed(100)
+    result["max"] = distributed.max_int(rank * 5)
+    result["broadcast"] = distributed.broadcast_int(rank + 7)
     result["stop"] = distributed.agree(stop=rank == 1)
     result["no_stop"] = distributed.agree()
     result.update(ddp_step(rank))
@@ -77,10 +79,10 @@ def helpers(out: Path) -> dict[str, Any]:
 def ddp_step(rank: int) -> dict[str, Any]:
     torch.manual_seed(rank)  # different weights per rank: DDP must broadcast rank 0's
     policy = TinyPolicy()
-    view = distributed.DataParallelPolicy(policy, find_unused_parameters=True)
+    view = parallel.DataParallelPolicy(policy, find_unused_parameters=True)
     start = policy.weight.detach().clone()
     x = torch.arange(6.0).reshape(2, 3) + rank
-    view.call("score", x).square().mean().backward()
+    view.call(TinyPolicy.score, x).square().mean().backward()
     # the expected gradient: the mean over both ranks of d/dw mean((x_r w)^2) = 2 x_r^T (x_r w) / 2
     grads = [2 * (xr.T @ (xr @ start)) / 2 for xr in (torch.arange(6.0).reshape(2, 3) + r for r in range(2))]
     expected = (grads[0] + grads[1]) / 2

@@ -68,6 +68,7 @@ def test_two_ranks(tmp_path: Path) -> None:
         assert got["whiten_error"] < 1e-6 and got["whiten_kept_error"] < 1e-6
         assert got["draws"] == got["draws_again"]  # reproducible
         assert got["rank_seed"] == 100 + r
+        assert got["max"] == 5 and got["broadcast"] == 7
         assert got["stop"] is True and got["no_stop"] is False
         assert got["ddp_start_is_rank0"] and got["ddp_grad_error"] < 1e-5 and got["ddp_unused_grad_none"]
     assert ranks[0]["draws"] != ranks[1]["draws"]  # a distinct stream per rank...

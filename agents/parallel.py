@@ -1,0 +1,239 @@
+"""How an agent trains on several ranks: everything :class:`~agents.base.BaseAlgorithm` does differently.
+
+:class:`DataParallel` is the one object the base asks; in a single process every method is a
+pass-through, so single-process runs are exactly what they were. Under ``torchrun`` (or
+``accelerate launch``), with ``G = world_size * num_envs`` rows in the global batch:
+
+- **Prompts**: each rank draws the global batch's prompts from the shared prompt generator (the
+  same state on every rank) and keeps its own contiguous block of ``num_envs`` rows, so RLOO's ``k``
+  samples of a prompt stay together and one saved generator state serves any number of ranks.
+- **Sampling**: each rank samples tokens from its own stream, derived per rollout from the shared
+  sampler and the rank (:func:`agents.distributed.rank_generator`).
+- **Gradients**: DDP (or FSDP2) averages them. Each rank's token-mean loss is weighted by its share
+  of the global batch's response tokens, so the step is that of the token mean over all ``G``
+  responses, as one process holding the whole batch would take.
+- **Statistics**: reward normalisation sees every rank's rewards, advantage whitening uses global
+  moments (:func:`agents.distributed.whiten`), the KL controller the global mean KL, and the
+  ``target_kl`` early stop the global approximate KL, so every rank takes the same step.
+- **Callbacks and timesteps**: a rollout ends on every rank together; ``on_step`` then runs, on every
+  rank, once per step of the longest rollout, each step counting ``G`` timesteps. So callbacks see
+  the same calls and counters on every rank, and a callback that saves stays in step.
+- **Failures**: an exception while collecting (the reward function, the env) is brought to
+  :func:`agents.distributed.agree`, and every rank raises.
+- **Files**: rank 0 writes logs and checkpoints; the others wait for it and share its outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from agents import distributed, fsdp
+from reward_models.shaping import RunningMeanStd
+
+Strategy = Literal["ddp", "fsdp"]
+STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
+
+
+class _Router(nn.Module):
+    """Calls ``fn(policy, *args)`` from ``forward``: DDP prepares its gradient sync in ``forward``.
+
+    Agents call the policy's protocol methods (``evaluate_sequence``, ...), not ``forward``;
+    calling them through DDP's ``forward`` is what makes their backward all-reduce.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(self.policy, *args, **kwargs)
+
+
+class DataParallelPolicy:
+    """The view of a policy whose training calls average gradients over the ranks (DDP).
+
+    ``view.call(fn, *args)`` runs ``fn(policy, *args)`` through ``DistributedDataParallel``. The
+    parameters stay the policy's own (no copy), so the env keeps generating with the very module
+    being trained. DDP broadcasts rank 0's parameters at construction: every rank starts equal.
+
+    Args:
+        policy: the trainable policy module (on this rank's device).
+        find_unused_parameters: DDP's flag; True when the loss leaves some trainable parameters
+            out (a value head that RLOO does not train). It costs a graph traversal per backward.
+    """
+
+    def __init__(self, policy: nn.Module, find_unused_parameters: bool = False) -> None:
+        if not any(p.requires_grad for p in policy.parameters()):
+            raise ValueError(
+                f"{type(policy).__name__} has no trainable parameters, so there is nothing to train in parallel"
+            )
+        device = next(policy.parameters()).device
+        self.policy = policy
+        self.ddp = DistributedDataParallel(
+            _Router(policy),
+            device_ids=None if device.type == "cpu" else [device],
+            broadcast_buffers=False,  # a policy's buffers are constants (masks, rotary tables)
+            find_unused_parameters=find_unused_parameters,
+        )
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(policy, *args, **kwargs)`` with DDP's gradient synchronisation on its backward."""
+        return self.ddp(fn, *args, **kwargs)
+
+
+class GlobalRunningMeanStd(RunningMeanStd):
+    """:class:`RunningMeanStd` that folds in every rank's batch (in rank order), so all ranks agree."""
+
+    def update(self, x: torch.Tensor) -> None:
+        super().update(distributed.all_gather(torch.as_tensor(x)))
+
+
+class DataParallel:
+    """An agent's place in a distributed run (see the module docstring); a no-op in one process.
+
+    Args:
+        strategy: ``"ddp"`` (every rank holds the whole policy) or ``"fsdp"`` (FSDP2: the policy,
+            its gradients and optimizer state, and the frozen reference are sharded over the ranks).
+    """
+
+    def __init__(self, strategy: str = "ddp") -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"data_parallel must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        self.info = distributed.setup()
+        self.view: DataParallelPolicy | None = None
+        self._weight: torch.Tensor | None = None  # this rank's loss weight for the current minibatch
+
+    @property
+    def enabled(self) -> bool:
+        return self.info.enabled
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    @property
+    def world_size(self) -> int:
+        return self.info.world_size
+
+    # ------------------------------------------------------------------ construction
+
+    def check_env(self, device: torch.device, num_envs: int) -> None:
+        """Every rank on its own GPU and with the same number of env rows (equal shares of the batch)."""
+        distributed.check_device(device)
+        if self.enabled:
+            rows = distributed.all_gather(torch.tensor([num_envs])).tolist()
+            if len(set(rows)) > 1:
+                raise ValueError(
+                    f"every rank needs the same num_envs, but the ranks have {rows}; build each rank's env alike"
+                )
+
+    def run_seed(self, seed: int | None) -> int | None:
+        """The run's seed, the same on every rank (rank 0's random draw when ``seed`` is None)."""
+        if not self.enabled or seed is not None:
+            return seed
+        return distributed.broadcast_int(int(torch.randint(2**31, (1,))))
+
+    def wrap(
+        self, policy: nn.Module, reference: nn.Module | None, model: nn.Module, lora: bool, find_unused: bool
+    ) -> None:
+        """DDP view or FSDP2 sharding of the policy (and, with FSDP, the reference); call before the optimizer."""
+        if not self.enabled:
+            return
+        if self.strategy == "ddp":
+            self.view = DataParallelPolicy(policy, find_unused_parameters=find_unused)
+            return
+        if lora:
+            raise ValueError(
+                "data_parallel='fsdp' with a LoRA policy is not supported: the adapter is small and the "
+                "reference is the base model itself; use data_parallel='ddp'"
+            )
+        fsdp.shard_policy(policy, model, reference)
+
+    # ------------------------------------------------------------------ rollouts
+
+    def rollout(self, *modules: nn.Module) -> contextlib.AbstractContextManager:
+        """Around every rollout (and evaluation): FSDP's full weights gathered once; nothing otherwise."""
+        if self.enabled and self.strategy == "fsdp":
+            return fsdp.gathered(*modules)
+        return contextlib.nullcontext()
+
+    def prompts(self, global_prompts: Sequence[str]) -> list[str]:
+        """This rank's rows of the global batch's prompts."""
+        return distributed.shard(global_prompts)
+
+    def sampler(self, shared: torch.Generator) -> torch.Generator:
+        """This rank's token sampler for one rollout (the shared one itself in a single process)."""
+        return distributed.rank_generator(shared)
+
+    def end_rollout(self, error: BaseException | None, env_steps: int) -> int:
+        """Every rank at the end of its rollout: raise together on an error; the longest rollout's steps."""
+        distributed.agree(error, phase="rollout")
+        return distributed.max_int(env_steps)
+
+    def agree_stop(self, error: BaseException | None, stop: bool) -> bool:
+        """Whether any rank's callbacks asked to stop (raising together if one of them raised)."""
+        return distributed.agree(error, stop, phase="callbacks")
+
+    # ------------------------------------------------------------------ updates
+
+    def evaluate(self, fn: Callable[..., Any], policy: nn.Module, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, response_start: int) -> Any:  # fmt: skip
+        """``fn(policy, input_ids, attention_mask, response_start)``, through DDP when it records a graph.
+
+        With grad, this also sets the weight :meth:`loss` applies: this rank's share of the global
+        minibatch's response tokens, times ``world_size`` (DDP averages over ranks).
+        """
+        if not self.enabled or not torch.is_grad_enabled():
+            return fn(policy, input_ids, attention_mask, response_start)
+        tokens = attention_mask[:, response_start:].sum().float()
+        total = distributed.all_reduce_sum(tokens)
+        self._weight = tokens * self.world_size / total.clamp(min=1.0)
+        if self.view is not None:
+            return self.view.call(fn, input_ids, attention_mask, response_start)
+        return fn(policy, input_ids, attention_mask, response_start)
+
+    def loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to backpropagate: weighted so the averaged gradient is the global token mean's."""
+        return loss if self._weight is None else loss * self._weight
+
+    def token_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """A minibatch's token-mean statistic (``approx_kl``) over the global minibatch."""
+        if self._weight is None:
+            return value
+        return distributed.all_reduce_mean(value.detach() * self._weight)
+
+    def grad_norm(self, norm: torch.Tensor) -> torch.Tensor:
+        """The gradient norm as a plain tensor (FSDP returns a DTensor)."""
+        return fsdp.local_tensor(norm)
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """A per-rank mean over equal shares, averaged over the ranks: the global batch's mean."""
+        return distributed.all_reduce_mean(value.detach())
+
+    def running_mean_std(self) -> RunningMeanStd:
+        """Reward statistics that see every rank's rewards."""
+        return GlobalRunningMeanStd() if self.enabled else RunningMeanStd()
+
+    # ------------------------------------------------------------------ files
+
+    def log_folder(self, folder: str | os.PathLike | None) -> str | os.PathLike | None:
+        """Only rank 0 logs to files (and to the console)."""
+        return folder if self.is_main else None
+
+    def on_main(self, write: Callable[[], None], phase: str) -> None:
+        """Run ``write`` on rank 0 while the others wait; if it raises, every rank raises."""
+        error = None
+        if self.is_main:
+            try:
+                write()
+            except Exception as exc:  # brought to every rank below
+                error = exc
+        distributed.agree(error, phase=phase)
