@@ -13,17 +13,27 @@ Example::
 """
 
 from agents.advantages import MovingAverageBaseline, discounted_returns, gae, rloo_advantages, rloo_baseline
-from agents.base import BaseAlgorithm, Evaluation
+from agents.base import BaseAlgorithm
 from agents.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.config import AlgoConfig
+from agents.evaluation import Evaluation
 from agents.logger import Logger
-from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
-from agents.policies import POLICY_ALIASES, BasePolicy, LMActorCriticPolicy, LMPolicy, resolve_policy
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
+from agents.policies import (
+    POLICY_ALIASES,
+    BasePolicy,
+    LMActorCriticPolicy,
+    LMPolicy,
+    StepPolicy,
+    TextPolicy,
+    resolve_policy,
+)
 from agents.ppo import PPO, PPOConfig
 from agents.reinforce import REINFORCE, REINFORCEConfig
+from agents.rewards import SequenceRewards
 from agents.rloo import RLOO, RLOOConfig
-from agents.rollout import RolloutBatch, RolloutBuffer, mask_after_eos
+from agents.rollout import mask_after_eos
 from agents.sb3 import TextRLSB3Policy
 
 __all__ = [
@@ -46,8 +56,9 @@ __all__ = [
     "ProgressBarCallback",
     "REINFORCEConfig",
     "RLOOConfig",
-    "RolloutBatch",
-    "RolloutBuffer",
+    "SequenceRewards",
+    "StepPolicy",
+    "TextPolicy",
     "TextRLSB3Policy",
     "clipped_policy_loss",
     "clipped_value_loss",
@@ -56,7 +67,6 @@ __all__ = [
     "load_checkpoint",
     "mask_after_eos",
     "masked_mean",
-    "policy_gradient_loss",
     "resolve_policy",
     "rloo_advantages",
     "rloo_baseline",

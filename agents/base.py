@@ -1,83 +1,41 @@
 """What every textrl algorithm shares: Stable-Baselines3's surface on a text-generation vector env.
 
-``Algo(policy, env, **config)``, ``learn``, ``predict``, ``save`` / ``Algo.load``,
-``set_random_seed``, callbacks and logging live here; each algorithm file only says how a batch of
-episodes becomes a gradient step (:meth:`BaseAlgorithm._update`).
+``Algo(policy, env, **config)``, ``learn``, ``predict``, ``evaluate``, ``save`` / ``Algo.load``,
+``set_random_seed``, callbacks and logging live here. An algorithm subclass sets ``algo_name`` and
+``config_class`` and implements one hook, :meth:`BaseAlgorithm._update` (a batch of episodes and
+their :class:`~agents.rewards.SequenceRewards` become gradient steps); it may override
+``_check_batch``, ``_rollout_prompts`` and ``_extra_state`` / ``_load_extra_state``. How the agent
+attaches to the env, and what it may change there, is in :mod:`agents.attach`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
-from agents.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from agents.collect import Episodes, collect_episodes
-from agents.config import AlgoConfig
+from agents.config import AlgoConfig, check_renamed
+from agents.evaluation import Evaluation, evaluate_prompts
 from agents.logger import Logger
-from agents.lora import use_adapter_off_reference
-from agents.policies import POLICY_ALIASES, LMPolicy, check_policy_vocab, resolve_policy
+from agents.losses import mean_stats
+from agents.policies import protocol
+from agents.rewards import SequenceRewards, sequence_rewards
+from agents.saving import load_agent, save_agent
 from reward_models.kl_control import make_kl_controller
-from reward_models.shaping import RunningMeanStd, missing_eos_penalty
-from textrl_env import TextGenerationEnv, TextGenerationVectorEnv
+from reward_models.shaping import RunningMeanStd
+from textrl_env import TextGenerationVectorEnv
 
-
-def as_vector_env(env: Any, n_envs: int, device: str) -> TextGenerationVectorEnv:
-    """The native vector env behind ``env`` (an id string is made with ``n_envs`` rows)."""
-    if isinstance(env, str):
-        kwargs: dict[str, Any] = {} if device == "auto" else {"device": device}
-        env = gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
-    inner = getattr(env, "unwrapped", env)
-    if isinstance(inner, TextGenerationVectorEnv):
-        return inner
-    hint = ""
-    if isinstance(inner, TextGenerationEnv):
-        hint = " (a single env was given: agents train on a batch)"
-    raise TypeError(
-        f"agents train on textrl's native vector env, got {type(env).__name__}{hint}; build one with "
-        "gym.make_vec('textrl/Sentiment-v0', num_envs=16, vectorization_mode='vector_entry_point') "
-        "or pass the env id string"
-    )
-
-
-def shares_env_logits(policy: Any, env: TextGenerationVectorEnv) -> bool:
-    """True when the policy's logits are exactly the env model's, so the env's forward can be reused."""
-    overridden = type(policy).forward is not LMPolicy.forward or (
-        type(policy).sequence_logprobs is not LMPolicy.sequence_logprobs
-    )
-    if not isinstance(policy, LMPolicy) or overridden:
-        return False
-    model: Any = policy.model
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return model is env.model and policy.temperature == env.temperature
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """Completions of :meth:`BaseAlgorithm.evaluate`, with the env's score and summed KL of each."""
-
-    prompts: list[str]
-    completions: list[str]
-    scores: torch.Tensor  # (N,)
-    kl: torch.Tensor  # (N,) sum over the response of the per-token KL to the reference
-
-    @property
-    def score_mean(self) -> float:
-        return float(self.scores.mean())
-
-    @property
-    def kl_mean(self) -> float:
-        return float(self.kl.mean())
+__all__ = ["BaseAlgorithm", "Evaluation", "SequenceRewards"]
 
 
 class BaseAlgorithm:
@@ -113,13 +71,7 @@ class BaseAlgorithm:
         verbose: int = 1,
         **config: Any,
     ) -> None:
-        unknown = set(config) - self.config_class.field_names()
-        if unknown:
-            name = sorted(unknown)[0]
-            close = difflib.get_close_matches(name, sorted(self.config_class.field_names()), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{self.algo_name} got an unknown setting {name!r}.{hint}")
-        self.config = self.config_class(**config)
+        self.config = self._make_config(config)
         self.env = as_vector_env(env, n_envs, device)
         if device != "auto" and torch.device(device) != self.env.device:
             raise ValueError(
@@ -131,10 +83,11 @@ class BaseAlgorithm:
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
         # weights are initialised from the global RNG.
         self.generator = torch.Generator(device=self.device)
+        self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
         self.seed = seed
         if seed is not None:
             self.set_random_seed(seed)
-        self.policy_class = resolve_policy(policy)
+        self.policy_class = protocol.resolve_policy(policy)
         if not issubclass(self.policy_class, torch.nn.Module):
             raise TypeError(
                 f"policy class {self.policy_class.__name__} must be a torch.nn.Module (the agent trains its "
@@ -147,26 +100,30 @@ class BaseAlgorithm:
             temperature=self.env.temperature,
             **self.policy_kwargs,
         ).to(self.device)
-        vocab = getattr(self.policy, "vocab_size", None)
-        if vocab is not None:
-            check_policy_vocab(int(vocab), int(self.env.single_action_space.n))  # type: ignore[attr-defined]
-        if getattr(self.policy, "has_lora", False):
-            use_adapter_off_reference(self.env, self.policy)
-        self._env_logits = shares_env_logits(self.policy, self.env)
-        self.env.policy_logits = "model" if self._env_logits else "external"
+        self._env_logits = attach_policy(self.policy, self.env)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
         init_coef = self.env.kl_coef if self.config.kl_coef is None else self.config.kl_coef
         self.kl_controller = make_kl_controller(
-            init_coef, target=self.config.target_kl, horizon=self.config.kl_horizon
+            init_coef, target=self.config.kl_target, horizon=self.config.kl_horizon
         )
-        self.env.kl_coef = self.kl_controller.value
+        self.env.set_kl_coef(self.kl_controller.value)
         self.reward_stats = RunningMeanStd()
         self.verbose = verbose
         self.tensorboard_log = tensorboard_log
         self.logger = Logger(tensorboard_log, quiet=verbose == 0)
         self.num_timesteps = 0
         self.iteration = 0
+
+    def _make_config(self, config: dict[str, Any]) -> AlgoConfig:
+        check_renamed(config, self.algo_name)
+        unknown = set(config) - self.config_class.field_names()
+        if unknown:
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, sorted(self.config_class.field_names()), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{self.algo_name} got an unknown setting {name!r}.{hint}")
+        return self.config_class(**config)
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -185,9 +142,55 @@ class BaseAlgorithm:
         index = torch.randint(len(prompts), (self.env.num_envs,), generator=self._cpu_generator)
         return [prompts[i] for i in index.tolist()]
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
-        """One rollout's gradient steps; returns ``train/...`` statistics."""
+    def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
+        """One rollout's gradient steps; returns ``train/...`` statistics.
+
+        ``rewards.total`` ``(N,)`` is the sequence reward to optimise; ``rewards.score``,
+        ``rewards.kl``, ``rewards.kl_coef`` and ``rewards.scale`` are its parts.
+        """
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for _update
+
+    def iter_minibatches(self, n: int) -> Iterator[torch.Tensor]:
+        """Shuffled index sets over ``n`` episodes, ``n_epochs`` times (drawn with the agent's generator)."""
+        size = self.config.minibatch_size or n
+        for _ in range(self.config.n_epochs):
+            order = torch.randperm(n, generator=self._cpu_generator).to(self.device)
+            yield from order.split(size)
+
+    def evaluate_sequence(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The policy's ``(values | None, logprobs, entropy)``, each ``(B, T)``, of the responses (with grad)."""
+        return protocol.evaluate_sequence(self.policy, input_ids, attention_mask, response_start)
+
+    def stop_early(self, approx_kl: torch.Tensor) -> bool:
+        """Stable-Baselines3's ``target_kl``: True once a minibatch's approx KL exceeds 1.5x it.
+
+        The minibatch that crossed it is not stepped on, and the update's remaining epochs are
+        skipped. One host sync per minibatch, and only when ``target_kl`` is set.
+        """
+        target = self.config.target_kl
+        return target is not None and float(approx_kl) > 1.5 * target
+
+    def step_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip and step; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.config.max_grad_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        return norm
+
+    @staticmethod
+    def update_stats(steps: Sequence[Mapping[str, Any]], stopped_early: bool) -> dict[str, Any]:
+        """Means of the per-minibatch stats, plus ``train/n_updates`` and ``train/stopped_early``."""
+        result = mean_stats(steps)
+        result["train/n_updates"] = len(steps)
+        result["train/stopped_early"] = float(stopped_early)
+        return result
 
     # ------------------------------------------------------------------ the SB3 surface
 
@@ -227,42 +230,43 @@ class BaseAlgorithm:
         runner.on_training_end()
         return self
 
+    def _act(self) -> Any:
+        """What :func:`collect_episodes` samples with: None (the env's logits are the policy's) or ``forward``."""
+        return None if self._env_logits else self.policy.forward
+
     def _collect(self, runner: CallbackRunner) -> Episodes | None:
         def on_step() -> bool:
             self.num_timesteps += self.env.num_envs
             return runner.on_step()
 
-        act = None if self._env_logits else self.policy.forward
         self.policy.eval()
-        return collect_episodes(self.env, self._rollout_prompts(), act, self.generator, on_step)
+        return collect_episodes(self.env, self._rollout_prompts(), self._act(), self.generator, on_step)
 
-    def _sequence_rewards(self, episodes: Episodes) -> torch.Tensor:
-        """``score - kl_coef * sum(KL)`` per episode (the env's return), with optional shaping."""
-        scores = episodes.scores
-        if self.config.missing_eos_penalty is not None:
-            scores = missing_eos_penalty(scores, episodes.has_eos, self.config.missing_eos_penalty)
-        rewards = scores - self.kl_controller.value * episodes.kl.sum(-1)
-        if self.config.normalize_rewards:
-            self.reward_stats.update(rewards)
-            rewards = self.reward_stats.normalize(rewards, shift_mean=False)
-        return rewards
+    def _sequence_rewards(self, episodes: Episodes) -> SequenceRewards:
+        """The env's return ``score - kl_coef * sum(KL)`` per episode, in its parts, with optional shaping."""
+        return sequence_rewards(
+            episodes,
+            self.kl_controller.value,
+            self.config.missing_eos_penalty,
+            self.reward_stats if self.config.normalize_rewards else None,
+        )
 
     def _after_update(
         self,
         episodes: Episodes,
-        rewards: torch.Tensor,
+        rewards: SequenceRewards,
         stats: dict[str, Any],
         seconds: float,
         log_interval: int,
     ) -> None:
         kl_per_seq = episodes.kl.sum(-1).mean()
         self.kl_controller.update(kl_per_seq, n_steps=self.env.num_envs)
-        self.env.kl_coef = self.kl_controller.value
+        self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1
         tokens = episodes.response_mask.sum()
         record = self.logger.record
         record("rollout/score_mean", episodes.scores.mean())
-        record("rollout/reward_mean", rewards.mean())
+        record("rollout/reward_mean", rewards.total.mean())
         record("rollout/kl_mean", kl_per_seq)
         record("rollout/response_length", tokens / self.env.num_envs)
         for key, value in stats.items():
@@ -282,12 +286,16 @@ class BaseAlgorithm:
 
     @property
     def _cpu_generator(self) -> torch.Generator:
-        if not hasattr(self, "_prompt_generator"):
+        """The CPU generator that draws prompts and minibatch orders (seeded from torch's on first use)."""
+        if self._prompt_generator is None:
             self._prompt_generator = torch.Generator()
             self._prompt_generator.manual_seed(int(torch.randint(2**31, (1,), generator=None)))
         return self._prompt_generator
 
-    @torch.no_grad()
+    def _named_generators(self) -> dict[str, torch.Generator]:
+        """The agent's own random streams, by the names checkpoints store them under."""
+        return {"sampler": self.generator, "prompts": self._cpu_generator}
+
     def evaluate(
         self, prompts: Sequence[str], deterministic: bool = False, n_samples: int = 1, seed: int = 0
     ) -> Evaluation:
@@ -296,34 +304,15 @@ class BaseAlgorithm:
         Uses the env (so scores and KL are the env's) and a sampler seeded by ``seed``, so the
         training run's own random streams are untouched.
         """
-        if isinstance(prompts, str) or len(prompts) == 0:
-            raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
-        wanted = [p for p in prompts for _ in range(n_samples)]
-        n = self.env.num_envs
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        act = None if self._env_logits else self.policy.forward
         self.policy.eval()
-        chunks = []
-        for start in range(0, len(wanted), n):
-            chunk = wanted[start : start + n]
-            padded = chunk + [chunk[-1]] * (n - len(chunk))  # every row needs a prompt
-            episodes = collect_episodes(self.env, padded, act, generator, deterministic=deterministic)
-            assert episodes is not None
-            chunks.append((chunk, episodes))
-        return Evaluation(
-            prompts=wanted,
-            completions=[c for chunk, ep in chunks for c in ep.completions[: len(chunk)]],
-            scores=torch.cat([ep.scores[: len(chunk)] for chunk, ep in chunks]).cpu(),
-            kl=torch.cat([ep.kl.sum(-1)[: len(chunk)] for chunk, ep in chunks]).cpu(),
-        )
+        return evaluate_prompts(self.env, self._act(), prompts, deterministic, n_samples, seed)
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
     ) -> tuple[np.ndarray, None]:
         """Stable-Baselines3's ``predict``: the next token(s) for an observation (single or batched)."""
         self.policy.eval()
-        policy: Any = self.policy  # BasePolicy's predict, or a protocol-only policy's own
-        return policy.predict(observation, state, episode_start, deterministic)
+        return protocol.predict(self.policy, observation, deterministic)
 
     def get_env(self) -> TextGenerationVectorEnv:
         """The vector env the agent trains on."""
@@ -338,43 +327,11 @@ class BaseAlgorithm:
         self._prompt_generator = torch.Generator()
         self._prompt_generator.manual_seed(seed + 1)
 
-    def iter_minibatches(self, n: int) -> Iterator[torch.Tensor]:
-        """Shuffled index sets over ``n`` episodes, ``n_epochs`` times (drawn with the agent's generator)."""
-        size = self.config.minibatch_size or n
-        for _ in range(self.config.n_epochs):
-            order = torch.randperm(n, generator=self._cpu_generator).to(self.device)
-            yield from order.split(size)
-
-    def step_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
-        """Backward, clip and step; returns the gradient norm before clipping."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        max_norm = self.config.max_grad_norm or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.optimizer.step()
-        return norm
-
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory (atomically): model, optimizer, KL controller, RNGs, counters."""
-        policy = self.policy_class.__name__ if resolve_safe(self.policy_class) else None
-        save_checkpoint(
-            path,
-            algo_name=self.algo_name,
-            policy=self.policy,
-            optimizer=self.optimizer,
-            kl_controller_state=self.kl_controller.state_dict(),
-            rng_states=get_rng_state({"sampler": self.generator, "prompts": self._cpu_generator}),
-            counters={"num_timesteps": self.num_timesteps, "iteration": self.iteration},
-            config={
-                "algo": dataclasses.asdict(self.config),
-                "policy": policy,
-                "policy_kwargs": self.policy_kwargs,
-            },
-            extra=self._extra_state(),
-        )
+        save_agent(self, path)
 
     def _extra_state(self) -> dict[str, Any]:
         """Algorithm state a checkpoint carries beyond the shared one; subclasses add theirs."""
@@ -395,57 +352,13 @@ class BaseAlgorithm:
     ) -> BaseAlgorithm:
         """Rebuild an agent from :meth:`save`'s checkpoint on ``env`` and restore its full state.
 
+        Checkpoints written before the config renames (format 1) load too: their settings are
+        mapped onto today's names.
+
         Args:
             path: the checkpoint directory.
             env: the env to continue on (built like the one the agent was saved with).
             policy: the policy class, needed only when it was a custom class.
             **kwargs: constructor overrides (``verbose``, ``tensorboard_log``, ...).
         """
-        checkpoint = load_checkpoint(path, expected_algo=cls.algo_name)
-        saved = checkpoint.config
-        policy = policy or saved.get("policy")
-        if policy is None:
-            raise ValueError(
-                f"{path} was saved with a custom policy class; pass it again: {cls.__name__}.load(path, env, policy=MyPolicy)"
-            )
-        kwargs.setdefault("policy_kwargs", saved.get("policy_kwargs") or None)
-        agent = cls(policy, env, device=device, **{**saved["algo"], **kwargs})
-        checkpoint.load_policy(agent.policy)
-        if checkpoint.optimizer_state is not None:
-            agent.optimizer.load_state_dict(checkpoint.optimizer_state)
-        if checkpoint.kl_controller_state is not None:
-            agent.kl_controller.load_state_dict(checkpoint.kl_controller_state)
-            agent.env.kl_coef = agent.kl_controller.value
-        agent._load_extra_state(checkpoint.extra)
-        set_rng_state(checkpoint.rng_states, {"sampler": agent.generator, "prompts": agent._cpu_generator})
-        agent.num_timesteps = int(checkpoint.counters["num_timesteps"])
-        agent.iteration = int(checkpoint.counters["iteration"])
-        return agent
-
-
-def resolve_safe(policy_class: type) -> bool:
-    """Whether the policy class is a built-in alias (so a checkpoint can name it)."""
-    return POLICY_ALIASES.get(policy_class.__name__) is policy_class
-
-
-def evaluate_sequence(
-    policy: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
-) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(values | None, logprobs, entropy)``, each ``(B, T)``, of the response under ``policy`` (with grad).
-
-    Policies built on :class:`~agents.policies.LMPolicy` do it in one teacher-forced forward. A
-    policy that only meets the protocol is asked token by token through ``evaluate_actions``.
-    """
-    if hasattr(policy, "evaluate_sequence"):
-        return policy.evaluate_sequence(input_ids, attention_mask, response_start)
-    mask = attention_mask[:, response_start:]
-    columns = []
-    for j in range(input_ids.shape[1] - response_start):
-        seen = attention_mask.clone()
-        seen[:, response_start + j :] = 0  # the observation before token j was emitted
-        obs = {"input_ids": input_ids, "attention_mask": seen}
-        columns.append(policy.evaluate_actions(obs, input_ids[:, response_start + j]))
-    values = None if columns[0][0] is None else torch.stack([c[0] for c in columns], 1) * mask
-    logprobs = torch.stack([c[1] for c in columns], 1) * mask  # (B, T)
-    entropy = torch.stack([c[2] for c in columns], 1) * mask
-    return values, logprobs, entropy
+        return load_agent(cls, path, env, device, policy, **kwargs)

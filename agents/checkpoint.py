@@ -19,12 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -35,8 +30,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from agents.atomic import atomic_directory
+from agents.policies import BasePolicy, LMPolicy
+from agents.rng import get_rng_state, set_rng_state
+
 FORMAT = "textrl-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config names of issue 10 (kl_target, target_kl, gae_lambda, ...)
 META_FILE = "textrl_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
@@ -48,93 +47,22 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: damaged, incomplete, or written by another algorithm."""
 
 
+__all__ = [
+    "CheckpointError",
+    "atomic_directory",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_policy_weights",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+
 def _textrl_version() -> str:
     try:
         return metadata.version("textrl")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-# --------------------------------------------------------------------------- RNG states
-
-
-def get_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA) global RNG states, plus named ``torch.Generator`` states.
-
-    Everything is a tensor, list, int, float, str or None, so it loads with ``weights_only=True``.
-    """
-    version, internal, gauss_next = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-        "numpy": {
-            "name": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-        "generators": {key: gen.get_state() for key, gen in (generators or {}).items()},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
-    """Restore what :func:`get_rng_state` captured (and the named generators that are passed)."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
-    np_state = state["numpy"]
-    keys = np_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (np_state["name"], keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda_states)
-    saved = state.get("generators", {})
-    for key, gen in (generators or {}).items():
-        if key not in saved:
-            raise CheckpointError(f"no saved state for generator {key!r}; the checkpoint has {sorted(saved)}")
-        gen.set_state(saved[key])
-
-
-# --------------------------------------------------------------------------- atomic directories
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``path``; on success it replaces ``path``.
-
-    On an exception (or Ctrl-C) the temporary directory is removed and ``path`` is left as it was.
-    An existing ``path`` is moved aside, the new directory renamed in, then the old one deleted.
-    """
-    target = Path(path).absolute()
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory; choose another path or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tmp.chmod(0o755)
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -196,10 +124,10 @@ def _json_config(config: Any) -> dict[str, Any]:
 
 
 def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
-    model = getattr(policy, "model", None)
+    model = policy.model if isinstance(policy, LMPolicy) else None
     if model is not None and hasattr(model, "save_pretrained"):
         model.save_pretrained(root / MODEL_DIR)
-        tokenizer = getattr(policy, "tokenizer", None)
+        tokenizer = policy.tokenizer if isinstance(policy, LMPolicy) else None
         if tokenizer is not None:
             tokenizer.save_pretrained(root / MODEL_DIR)
         extra = {k: v for k, v in policy.state_dict().items() if not k.startswith("model.")}
@@ -213,7 +141,7 @@ def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
     return {
         "class": f"{type(policy).__module__}.{type(policy).__qualname__}",
         "layout": layout,
-        "lora": bool(getattr(policy, "has_lora", False)),
+        "lora": isinstance(policy, BasePolicy) and policy.has_lora,
         "has_tokenizer": tokenizer is not None,
     }
 
@@ -409,7 +337,11 @@ def load_policy_weights(path: str | os.PathLike, policy: nn.Module) -> None:
         if info.get("layout") == "state_dict":
             policy.load_state_dict(_read_safetensors(root / POLICY_FILE))
             return
-        _load_model_dir(getattr(policy, "model", None), root / MODEL_DIR, bool(info.get("lora")))
+        if not isinstance(policy, LMPolicy):
+            raise CheckpointError(
+                f"{root} holds a language model policy ({info.get('class')}); build that class to load it into"
+            )
+        _load_model_dir(policy.model, root / MODEL_DIR, bool(info.get("lora")))
         if (root / EXTRA_FILE).exists():
             missing, unexpected = policy.load_state_dict(_read_safetensors(root / EXTRA_FILE), strict=False)
             if unexpected or any(not k.startswith("model.") for k in missing):

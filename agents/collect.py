@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 
-from agents.policies import sample_from_logits
+from agents.policies.base import sample_from_logits
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -72,19 +71,16 @@ def collect_episodes(
     Args:
         env: the native vector env.
         prompts: ``env.num_envs`` prompts, one per row.
-        act: for a policy with its own network, a function ``obs -> logits (N, V)``; its logits
-            are handed to the env (``set_policy_logits``). None samples from the env's own
-            ``next_token_logits`` (the policy is the env's model; no second forward).
+        act: for a policy attached with ``logits_source="policy"``, a function ``obs -> logits (N, V)``;
+            its logits are handed to the env (``set_policy_logits``). None samples from the env's own
+            ``next_token_logits`` (``logits_source="env"``: the policy is the env's model; no second forward).
         generator: the sampler's RNG, for reproducible runs.
         on_step: called after every env step; returning False stops collection (returns None).
         deterministic: greedy tokens instead of sampled ones.
     """
     # One episode per row: rows that ended stay ended instead of starting episodes nobody keeps.
-    mode, env.autoreset_mode = env.autoreset_mode, AutoresetMode.DISABLED
-    try:
+    with env.without_autoreset():
         return _collect(env, prompts, act, generator, on_step, deterministic)
-    finally:
-        env.autoreset_mode = mode
 
 
 def _collect(

@@ -1,19 +1,67 @@
-"""The settings every algorithm shares; each algorithm's config dataclass extends this one."""
+"""The settings every algorithm shares; each algorithm's config dataclass extends this one.
+
+Names follow Stable-Baselines3 where SB3 has the concept (``target_kl`` is SB3's early stop of the
+update, ``normalize_advantage``, ``gae_lambda``); the adaptive KL controller's target, which SB3 does
+not have, is ``kl_target``. Names used before the renames raise an error that names the new one
+(:func:`check_renamed`), and checkpoints written with them still load
+(:func:`upgrade_config`).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+# Settings renamed in checkpoint format 2, with the name each now has (None: no single new name).
+RENAMED: dict[str, str] = {
+    "target_policy_kl": "target_kl",
+    "lam": "gae_lambda",
+    "whiten_advantages": "normalize_advantage",
+    "normalize_advantages": "normalize_advantage",
+}
 
 
 def _help(text: str, default: Any) -> Any:
     return field(default=default, metadata={"help": text})
 
 
+def check_renamed(names: Iterable[str], owner: str) -> None:
+    """Raise a TypeError for a setting passed under a name it had before the renames.
+
+    Args:
+        names: the keyword arguments a user passed.
+        owner: who received them (for the message), e.g. ``"PPO"``.
+    """
+    for name in sorted(names):
+        if name in RENAMED:
+            raise TypeError(
+                f"{owner}: the setting {name!r} is now called {RENAMED[name]!r} (Stable-Baselines3's name); "
+                f"pass {RENAMED[name]}=... instead"
+            )
+
+
+def upgrade_config(config: Mapping[str, Any], format_version: int) -> dict[str, Any]:
+    """An algorithm config saved by checkpoint format ``format_version``, in today's names.
+
+    Format 1 called the adaptive KL controller's target ``target_kl`` (today ``kl_target``) and
+    PPO's early stop ``target_policy_kl`` (today ``target_kl``); the order of the two renames matters.
+    """
+    config = dict(config)
+    if format_version >= 2:
+        return config
+    if "target_kl" in config:
+        config["kl_target"] = config.pop("target_kl")
+    for old, new in RENAMED.items():
+        if old in config:
+            config[new] = config.pop(old)
+    return config
+
+
 @dataclass
 class AlgoConfig:
-    """Optimisation, KL and reward settings common to REINFORCE, RLOO and PPO."""
+    """Optimisation, KL and reward settings common to every algorithm."""
 
     learning_rate: float = _help("Adam learning rate.", 1e-5)
     adam_eps: float = _help("Adam epsilon; 1e-5 as in the RLHF PPO implementation details.", 1e-5)
@@ -21,8 +69,15 @@ class AlgoConfig:
     n_epochs: int = _help("passes over each rollout batch.", 1)
     minibatch_size: int | None = _help("episodes per gradient step; None = the whole rollout.", None)
     clip_range: float = _help("PPO-style ratio clip, which matters once n_epochs > 1.", 0.2)
+    target_kl: float | None = _help(
+        "Stable-Baselines3's early stop: end the update's epochs once a minibatch's approx KL to the "
+        "rollout policy exceeds 1.5x this (that minibatch is not stepped on). None = never stop early.",
+        None,
+    )
     kl_coef: float | None = _help("initial KL coefficient; None takes the env's kl_coef.", None)
-    target_kl: float | None = _help("per-sequence KL target of the adaptive controller; None = fixed.", None)
+    kl_target: float | None = _help(
+        "per-sequence KL (nats) the adaptive KL controller steers towards; None = fixed kl_coef.", None
+    )
     kl_horizon: int = _help("horizon (in episodes) of the adaptive KL controller.", 10_000)
     normalize_rewards: bool = _help("scale sequence rewards by a running std (mean kept).", False)
     missing_eos_penalty: float | None = _help("subtracted from the score of responses with no EOS.", None)
@@ -46,8 +101,12 @@ class AlgoConfig:
             raise ValueError(f"minibatch_size must be None or an int >= 1, got {self.minibatch_size!r}")
         if self.kl_coef is not None and not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"kl_coef must be None or a finite number >= 0, got {self.kl_coef!r}")
-        if self.target_kl is not None and not (math.isfinite(self.target_kl) and self.target_kl > 0):
-            raise ValueError(f"target_kl must be None or a finite number > 0, got {self.target_kl!r}")
+        for name in ("target_kl", "kl_target"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be None (off) or a finite number > 0, got {value!r}")
         if not (isinstance(self.kl_horizon, int) and self.kl_horizon >= 1):
             raise ValueError(f"kl_horizon must be an int >= 1, got {self.kl_horizon!r}")
 

@@ -1,4 +1,8 @@
-"""LoRA policies: the KL reference is the policy's own model with the adapter switched off."""
+"""LoRA policies: the KL reference is the policy's own model with the adapter switched off.
+
+:meth:`agents.policies.LMPolicy.reference_model` builds an :class:`AdapterOffReference`, and the agent
+hands it to the env with ``env.attach_policy(reference=...)``.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +36,3 @@ class AdapterOffReference(nn.Module):
     def forward(self, **kwargs: Any) -> Any:
         with self._peft_model.disable_adapter():
             return self._peft_model(**kwargs)
-
-
-def use_adapter_off_reference(env: Any, policy: Any) -> None:
-    """Make a LoRA ``policy``'s adapter-off model the env's KL reference, releasing the env's copy."""
-    env.core.ref_model = AdapterOffReference(policy.model)

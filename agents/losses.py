@@ -1,4 +1,4 @@
-"""Policy-gradient, clipped PPO policy and value losses, with masked means over response tokens.
+"""Clipped PPO-style policy and value losses, with masked means over response tokens.
 
 Stats come back as detached 0-d tensors, so nothing here forces a host sync; the logger turns them
 into numbers once per dump.
@@ -7,7 +7,7 @@ into numbers once per dump.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -60,33 +60,6 @@ def _check_same(**tensors: torch.Tensor) -> None:
 def _check_clip(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}; PPO commonly uses 0.2")
-
-
-def policy_gradient_loss(
-    logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    reduction: Literal["token_mean", "sequence_sum"] = "token_mean",
-) -> torch.Tensor:
-    """Vanilla policy-gradient loss ``-A * log pi(a)`` (REINFORCE, RLOO with one update per batch).
-
-    Args:
-        logprobs: ``(B, T)`` log-probs of the taken tokens under the current policy (with grad).
-        advantages: ``(B, T)`` per-token or ``(B,)`` per-sequence advantages (no grad).
-        mask: ``(B, T)`` 1 on response tokens.
-        reduction: ``"token_mean"`` averages over all unmasked tokens; ``"sequence_sum"`` sums each
-            sequence's terms (the gradient of the sequence's log-likelihood) and averages over sequences.
-
-    Returns:
-        The scalar loss.
-    """
-    _check_same(logprobs=logprobs, mask=mask)
-    terms = -_token_advantages(advantages, logprobs).detach() * logprobs  # (B, T)
-    if reduction == "token_mean":
-        return masked_mean(terms, mask)
-    if reduction == "sequence_sum":
-        return (terms * mask.to(terms.dtype)).sum(1).mean()
-    raise ValueError(f"unknown reduction {reduction!r}; expected 'token_mean' or 'sequence_sum'")
 
 
 def clipped_policy_loss(

@@ -4,9 +4,10 @@ Unlike REINFORCE and RLOO, PPO credits each token separately. The env's return i
 token: ``-kl_coef * KL_t`` on every response token and the score added on the last one
 (:func:`reward_models.shaping.shaped_rewards`), so the per-token rewards of a response sum to its
 sequence reward. A value head estimates the return from the state before each token; GAE
-(``gamma=1``, ``lam=0.95``) turns rewards and values into advantages, which are whitened over the
+(``gamma=1``, ``gae_lambda=0.95``) turns rewards and values into advantages, which are whitened over the
 batch's response tokens. Several epochs of shuffled minibatches then minimise the clipped policy
-loss plus ``vf_coef`` times the clipped value loss.
+loss plus ``vf_coef`` times the clipped value loss; ``target_kl`` (as in Stable-Baselines3) stops
+the epochs early once the policy has moved too far from the one that sampled.
 
 Read top to bottom: config, rollout values, per-token rewards and advantages, update.
 """
@@ -20,11 +21,12 @@ from typing import Any
 import torch
 
 from agents.advantages import gae
-from agents.base import BaseAlgorithm, evaluate_sequence
+from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig, _help
-from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, mean_stats
-from agents.policies import has_values
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
+from agents.policies import has_values, protocol
+from agents.rewards import SequenceRewards
 from reward_models.shaping import shaped_rewards, whiten
 
 
@@ -36,7 +38,9 @@ class PPOConfig(AlgoConfig):
     gamma: float = _help(
         "discount over response tokens; RLHF uses 1 (the score is paid once, at the end).", 1.0
     )
-    lam: float = _help("GAE lambda: 1 = Monte Carlo returns, 0 = one-step TD; 0.95 trades the two.", 0.95)
+    gae_lambda: float = _help(
+        "GAE lambda: 1 = Monte Carlo returns, 0 = one-step TD; 0.95 trades the two.", 0.95
+    )
     vf_coef: float = _help("weight of the value loss in the total loss.", 0.1)
     clip_range_vf: float | None = _help(
         "clip of the value change per update around the rollout values; None = plain squared error.", 0.2
@@ -44,29 +48,23 @@ class PPOConfig(AlgoConfig):
     ent_coef: float = _help(
         "weight of the entropy bonus; 0 as in RLHF, where the KL penalty regularises.", 0.0
     )
-    whiten_advantages: bool = _help("whiten advantages over the batch's response tokens.", True)
-    target_policy_kl: float | None = _help(
-        "stop the epoch loop once a minibatch's approx KL(old || new) exceeds 1.5x this (SB3's target_kl); "
-        "not the KL-to-reference target_kl of the adaptive controller. None = never stop early.",
-        None,
-    )
+    normalize_advantage: bool = _help("whiten advantages over the batch's response tokens.", True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("gamma", "lam"):
+        for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}; RLHF PPO uses gamma=1, lam=0.95")
+                raise ValueError(
+                    f"{name} must be in [0, 1], got {value!r}; RLHF PPO uses gamma=1, gae_lambda=0.95"
+                )
         for name in ("vf_coef", "ent_coef"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("clip_range_vf", "target_policy_kl"):
-            value = getattr(self, name)
-            if value is not None and not (
-                isinstance(value, int | float) and math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"{name} must be None (off) or a finite number > 0, got {value!r}")
+        value = self.clip_range_vf
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"clip_range_vf must be None (off) or a finite number > 0, got {value!r}")
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,11 +114,7 @@ class PPO(BaseAlgorithm):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int
     ) -> torch.Tensor:
         """``(N, T)`` values of the states before each response token, under the sampling-time critic."""
-        policy: Any = self.policy
-        if hasattr(policy, "sequence_values"):  # skips the LM head's (N, T, V) logits
-            values = policy.sequence_values(input_ids, attention_mask, start)
-        else:
-            values = evaluate_sequence(self.policy, input_ids, attention_mask, start)[0]
+        values = protocol.sequence_values(self.policy, input_ids, attention_mask, start)
         if values is None:
             raise ValueError(
                 f"PPO needs values, but {type(self.policy).__name__}.evaluate_actions returned None for them; "
@@ -130,33 +124,27 @@ class PPO(BaseAlgorithm):
 
     # ------------------------------------------------------------------ per-token rewards and advantages
 
-    def _token_rewards(self, episodes: Episodes, rewards: torch.Tensor) -> torch.Tensor:
-        """``(N, T)`` per-token rewards that sum, per response, to ``rewards`` (the sequence rewards).
+    def _token_rewards(self, episodes: Episodes, rewards: SequenceRewards) -> torch.Tensor:
+        """``(N, T)`` per-token rewards that sum, per response, to ``rewards.total``.
 
-        :meth:`BaseAlgorithm._sequence_rewards` built ``rewards = (score' - kl_coef * sum(KL)) / s``
-        (``score'`` with the missing-EOS penalty; ``s`` the running reward std when
-        ``normalize_rewards``, else 1). The score part is recovered from ``rewards`` rather than
-        recomputed, so whatever shaping the base applies to scores reaches PPO unchanged.
+        ``-kl_coef * KL_t`` on every response token and the score on the last one, both divided by
+        the scale the sequence rewards were (``normalize_rewards``), straight from their parts.
         """
-        mask = episodes.response_mask
-        scale = float(self.reward_stats.std) if self.config.normalize_rewards else 1.0
-        kl_coef = self.kl_controller.value / scale
-        kl = episodes.kl * mask  # (N, T)
-        scores = rewards + kl_coef * kl.sum(-1)  # (N,)
-        return shaped_rewards(scores, kl, mask, kl_coef)
+        kl_coef = rewards.kl_coef / rewards.scale
+        return shaped_rewards(rewards.score / rewards.scale, rewards.kl, episodes.response_mask, kl_coef)
 
     def _advantages(
         self, token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE ``(advantages, returns)``, each ``(N, T)``; advantages whitened over response tokens."""
-        advantages, returns = gae(token_rewards, values, mask, self.config.gamma, self.config.lam)
-        if self.config.whiten_advantages:
+        advantages, returns = gae(token_rewards, values, mask, self.config.gamma, self.config.gae_lambda)
+        if self.config.normalize_advantage:
             advantages = whiten(advantages, mask)
         return advantages, returns
 
     # ------------------------------------------------------------------ update
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+    def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
         cfg = self.config
         input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
         start = episodes.response_start
@@ -164,22 +152,20 @@ class PPO(BaseAlgorithm):
         old_values = self._rollout_values(input_ids, attention_mask, start)  # (N, T)
         token_rewards = self._token_rewards(episodes, rewards)  # (N, T)
         advantages, returns = self._advantages(token_rewards, old_values, response_mask)
-        steps = []
-        for idx in self.iter_minibatches(len(rewards)):
+        steps, stopped = [], False
+        for idx in self.iter_minibatches(len(rewards.total)):
             mask = response_mask[idx]
-            values, logprobs, entropy = evaluate_sequence(
-                self.policy, input_ids[idx], attention_mask[idx], start
-            )
+            values, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             assert values is not None  # _rollout_values already refused a policy without values
             # The env's log-probs are the sampling policy's: they are PPO's old log-probs.
             policy_loss, policy_stats = clipped_policy_loss(
                 logprobs, episodes.logprobs[idx], advantages[idx], mask, cfg.clip_range
             )
-            if (
-                cfg.target_policy_kl is not None
-                and float(policy_stats["approx_kl"]) > 1.5 * cfg.target_policy_kl
-            ):
-                break  # as SB3: this minibatch has moved too far already, so it is not stepped on either
+            if self.stop_early(policy_stats["approx_kl"]):
+                stopped = (
+                    True  # as SB3: this minibatch has moved too far already, so it is not stepped on either
+                )
+                break
             value_loss, value_stats = clipped_value_loss(
                 values.float(), old_values[idx], returns[idx], mask, cfg.clip_range_vf
             )
@@ -198,8 +184,7 @@ class PPO(BaseAlgorithm):
                     "train/grad_norm": grad_norm.detach(),
                 }
             )
-        result = mean_stats(steps)
-        result["train/n_updates"] = len(steps)
+        result = self.update_stats(steps, stopped)
         result["train/explained_variance"] = explained_variance(old_values, returns, response_mask)
         result["train/value_mean"] = masked_mean(old_values, response_mask)
         result["train/return_mean"] = masked_mean(returns, response_mask)

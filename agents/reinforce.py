@@ -22,11 +22,12 @@ from typing import Any, Literal
 import torch
 
 from agents.advantages import MovingAverageBaseline
-from agents.base import BaseAlgorithm, evaluate_sequence
+from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig
-from agents.losses import clipped_policy_loss, masked_mean, mean_stats
+from agents.losses import clipped_policy_loss, masked_mean
 from agents.policies import has_values
+from agents.rewards import SequenceRewards
 from reward_models.shaping import whiten
 
 Baseline = Literal["moving_average", "learned", "none"]
@@ -47,7 +48,7 @@ class REINFORCEConfig(AlgoConfig):
     vf_coef: float = field(
         default=0.1, metadata={"help": "weight of the value loss with baseline='learned'."}
     )
-    normalize_advantages: bool = field(
+    normalize_advantage: bool = field(
         default=False, metadata={"help": "whiten advantages over the batch (response tokens only)."}
     )
 
@@ -116,26 +117,25 @@ class REINFORCE(BaseAlgorithm):
         # weighs: the gradient stays unbiased although V comes from the same forward as the log-probs.
         targets = rewards.unsqueeze(1).expand_as(values)  # (B, T) with one reward, every return-to-go is r
         advantages = (targets - values.detach()) * mask
-        if self.config.normalize_advantages:  # per minibatch, since V moves between minibatches
+        if self.config.normalize_advantage:  # per minibatch, since V moves between minibatches
             advantages = whiten(advantages, mask)
         value_loss = 0.5 * masked_mean((values - targets).square(), mask)
         return advantages, value_loss
 
     # ------------------------------------------------------------------ update
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+    def _update(self, episodes: Episodes, sequence_rewards: SequenceRewards) -> dict[str, Any]:
+        rewards = sequence_rewards.total  # (N,)
         learned = self.config.baseline == "learned"
         baseline = self._sequence_baseline(rewards)
         advantages = rewards - baseline  # (N,)
-        if self.config.normalize_advantages and not learned:
+        if self.config.normalize_advantage and not learned:
             advantages = whiten(advantages)
         input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
         start = episodes.response_start
-        steps = []
+        steps, stopped = [], False
         for idx in self.iter_minibatches(len(rewards)):
-            values, logprobs, entropy = evaluate_sequence(
-                self.policy, input_ids[idx], attention_mask[idx], start
-            )
+            values, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
             step_advantages = advantages[idx]  # (B,) one per sequence
             value_loss = torch.zeros((), device=self.device)
@@ -146,6 +146,9 @@ class REINFORCE(BaseAlgorithm):
             policy_loss, stats = clipped_policy_loss(
                 logprobs, episodes.logprobs[idx], step_advantages, mask, self.config.clip_range
             )
+            if self.stop_early(stats["approx_kl"]):
+                stopped = True
+                break
             grad_norm = self.step_optimizer(policy_loss + self.config.vf_coef * value_loss)
             step_stats = {
                 "train/policy_loss": policy_loss.detach(),
@@ -157,7 +160,7 @@ class REINFORCE(BaseAlgorithm):
             if learned:
                 step_stats["train/value_loss"] = value_loss.detach()
             steps.append(step_stats)
-        result = mean_stats(steps)
+        result = self.update_stats(steps, stopped)
         if not learned:  # a learned baseline's advantages are per token, logged through value_loss
             result["train/baseline"] = baseline
             result["train/advantage_std"] = advantages.std()

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from agents.advantages import rloo_advantages
-from agents.base import BaseAlgorithm, evaluate_sequence
+from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig
-from agents.losses import clipped_policy_loss, masked_mean, mean_stats
+from agents.losses import clipped_policy_loss, masked_mean
+from agents.rewards import SequenceRewards
 from reward_models.shaping import whiten
 
 
@@ -28,8 +29,11 @@ class RLOOConfig(AlgoConfig):
     """RLOO settings (plus those of :class:`~agents.config.AlgoConfig`)."""
 
     k: int = field(default=4, metadata={"help": "samples per prompt; rows of the env must be a multiple."})
-    normalize_advantages: bool = field(
-        default=False, metadata={"help": "whiten advantages over the batch (TRL's normalize_advantages)."}
+    normalize_advantage: bool = field(
+        default=False,
+        metadata={
+            "help": "whiten advantages over the batch (SB3's normalize_advantage; TRL's normalize_advantages)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -73,20 +77,23 @@ class RLOO(BaseAlgorithm):
         index = torch.randint(len(prompts), (n_prompts,), generator=self._cpu_generator)
         return [prompts[i] for i in index.tolist() for _ in range(self.config.k)]
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
-        advantages = rloo_advantages(rewards, self.config.k)  # (N,)
-        if self.config.normalize_advantages:
+    def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
+        advantages = rloo_advantages(rewards.total, self.config.k)  # (N,)
+        if self.config.normalize_advantage:
             advantages = whiten(advantages)
         input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
         start = episodes.response_start
-        steps = []
+        steps, stopped = [], False
         for idx in self.iter_minibatches(len(advantages)):
-            _, logprobs, entropy = evaluate_sequence(self.policy, input_ids[idx], attention_mask[idx], start)
+            _, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
             # The env's log-probs are the sampling policy's: the ratio is 1 on the first pass.
             loss, stats = clipped_policy_loss(
                 logprobs, episodes.logprobs[idx], advantages[idx], mask, self.config.clip_range
             )
+            if self.stop_early(stats["approx_kl"]):
+                stopped = True
+                break
             grad_norm = self.step_optimizer(loss)
             steps.append(
                 {
@@ -97,6 +104,6 @@ class RLOO(BaseAlgorithm):
                     "train/grad_norm": grad_norm.detach(),
                 }
             )
-        result = mean_stats(steps)
+        result = self.update_stats(steps, stopped)
         result["train/advantage_std"] = advantages.std()
         return result

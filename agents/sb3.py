@@ -47,14 +47,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from agents.policies import (
-    _model_vocab_size,
-    _run_lm,
-    _value_head,
-    check_policy_vocab,
-    obs_to_tensors,
-    right_align,
-)
+from agents.policies.base import check_policy_vocab, obs_to_tensors, right_align
+from agents.policies.lm import _model_vocab_size, _run_lm, _value_head
 from textrl_env.space_registry import env_for_space, registered_models
 
 

@@ -274,7 +274,7 @@ class Point:
         """Free what this point holds between its timings, since every point stays alive: the
         env's KV cache (the next full reset builds a new one) and the update's gradients (the
         next step zeroes them anyway). On a GPU with ``--grid full`` that is many GB."""
-        self.envs._cache = None
+        self.envs._decoder.clear()
         if self.agent is not None:
             self.agent.optimizer.zero_grad(set_to_none=True)
 

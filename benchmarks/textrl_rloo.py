@@ -15,10 +15,9 @@ import argparse
 import time
 from typing import Any
 
-import torch
-
 from agents import RLOO
 from agents.collect import Episodes
+from agents.rewards import SequenceRewards
 from benchmarks import common, measure
 from textrl_env import TextGenerationVectorEnv
 
@@ -35,7 +34,7 @@ class ScheduledRLOO(RLOO):
     def _rollout_prompts(self) -> list[str]:
         return [p for p in self.settings.prompts_for_step(self.iteration) for _ in range(self.config.k)]
 
-    def _update(self, episodes: Episodes, rewards: torch.Tensor) -> dict[str, Any]:
+    def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
         self.score_history.append(float(episodes.scores.mean()))  # the score alone, as TRL's "reward"
         self.token_counts.append(int(episodes.response_mask.sum()))
         return super()._update(episodes, rewards)

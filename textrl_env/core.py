@@ -90,6 +90,14 @@ class GenerationCore:
         self.prompt_mask = mask.to(self.device)  # (N_prompts, P)
         self._prompt_index = {p: i for i, p in enumerate(self.prompts)}
 
+    def set_reference(self, reference: nn.Module) -> None:
+        """Measure the KL against ``reference`` from now on (frozen here); the old reference is released."""
+        if not isinstance(reference, nn.Module):
+            raise TypeError(
+                f"reference must be a torch.nn.Module (a causal LM), got {type(reference).__name__}"
+            )
+        self.ref_model = reference.to(self.device).eval().requires_grad_(False)
+
     @property
     def seq_length(self) -> int:
         """Observation length: the prompt window plus the response slots."""
@@ -157,7 +165,11 @@ class GenerationCore:
 
 
 class CoreAttributes:
-    """What agents read on either env (and, for ``kl_coef``, set); the env's core holds the values."""
+    """What agents and users read on either env; the env's core holds the values.
+
+    The env owns all of them. The one setting an agent changes while training is the KL
+    coefficient, through :meth:`set_kl_coef` (an adaptive controller, between rollouts).
+    """
 
     core: GenerationCore
 
@@ -176,12 +188,12 @@ class CoreAttributes:
 
     @property
     def kl_coef(self) -> float:
-        """KL penalty coefficient; agents with an adaptive controller assign it between rollouts."""
+        """KL penalty coefficient applied to the episodes that end from now on (see :meth:`set_kl_coef`)."""
         return self.core.kl_coef
 
-    @kl_coef.setter
-    def kl_coef(self, value: float) -> None:
-        if not (value >= 0 and math.isfinite(value)):
+    def set_kl_coef(self, value: float) -> None:
+        """Apply ``value`` as the KL coefficient from the next finished episode on (an adaptive controller's)."""
+        if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
         self.core.kl_coef = float(value)
 

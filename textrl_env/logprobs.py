@@ -9,7 +9,7 @@ measures them the same way (the checklist of "The N+ implementation details of R
   those of the distribution the tokens were actually sampled from;
 - the logit at column ``j`` predicts the token at column ``j + 1``;
 - masked response positions come back as exactly 0;
-- the forward itself is the cheaper of two exact ones (see ``_teacher_forced``): columns that
+- the forward itself is the cheaper of two exact ones (see :func:`teacher_forced`): columns that
   are padding in every row are dropped, and when the prompts are about the same length, each
   row's real tokens are rolled to its front and run under plain causal attention, with no
   padding mask.
@@ -20,10 +20,13 @@ Only torch is imported here, so any package may depend on this module cheaply.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import torch
 from torch import nn
+
+from textrl_env.token_math import token_entropy, token_logprobs
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -96,17 +99,72 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, respons
         )
 
 
+# Switch for benchmarks: False always runs the masked forward (see ``teacher_forced``).
+ROLLED_CAUSAL = True
+
+
+@dataclass
+class TeacherForced:
+    """One teacher-forced forward, at the columns that predict the response tokens.
+
+    ``K`` columns were kept: ``T`` (the response length) for the masked forward, a few more for the
+    rolled causal one, where rows' responses sit in different columns; :meth:`per_token` maps any
+    ``(B, K)`` per-column value back onto the response.
+    """
+
+    logits: torch.Tensor | None  # (B, K, V) raw logits; None for a body without an LM head
+    hidden: torch.Tensor | None  # (B, K, H) last layer's hidden state, when asked for
+    targets: torch.Tensor  # (B, K) the token each column predicts (any id where it predicts none)
+    index: torch.Tensor | None  # (B, T) the column of K that predicts response token t; None: K = T
+    mask: torch.Tensor  # (B, T) float32, 1 on real response tokens
+
+    def per_token(self, values: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` per-column values as ``(B, T)`` per response token, 0 where the mask is 0."""
+        return (values if self.index is None else values.gather(1, self.index)) * self.mask
+
+
+def _forward(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    keep: int,
+    hidden: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(logits, hidden)`` of the last ``keep`` columns (the LM head projects only those, where it can)."""
+    kwargs: dict[str, Any] = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **kwargs,
+    )
+    # A causal LM returns logits (and hidden states when asked); a body without a head (a separate
+    # critic) returns its last hidden state only.
+    logits = out[0] if isinstance(out, tuple) else getattr(out, "logits", None)
+    states = None
+    if hidden:
+        states = out.hidden_states[-1] if logits is not None else out.last_hidden_state
+    return (
+        None if logits is None else logits[:, -keep:],  # (B, keep, V)
+        None if states is None else states[:, -keep:],  # (B, keep, H)
+    )
+
+
 def response_logits(
     model: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     response_start: int,
 ) -> torch.Tensor:
-    """Logits that predict each response token.
+    """Logits that predict each response token, from the plain masked forward.
 
     Only the columns that predict response tokens are projected onto the vocabulary when the
     model supports ``logits_to_keep`` (all transformers causal LMs do), so the prompt never costs
-    a ``(B, P, V)`` logits tensor.
+    a ``(B, P, V)`` logits tensor. :func:`teacher_forced` is the faster exact forward textrl uses.
 
     Args:
         model: a causal LM whose output has ``.logits`` (or is a tuple with logits first).
@@ -118,29 +176,25 @@ def response_logits(
         ``(B, L - response_start, V)`` logits in the model's dtype (not temperature-scaled).
     """
     _check_inputs(input_ids, attention_mask, response_start)
-    length = input_ids.shape[1]
-    kwargs = {}
-    if accepts_logits_to_keep(model):
-        kwargs["logits_to_keep"] = length - response_start + 1  # columns response_start-1 .. L-1
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-        **kwargs,
+    keep = input_ids.shape[1] - response_start + 1  # columns response_start-1 .. L-1
+    logits, _ = _forward(
+        model, input_ids, attention_mask, position_ids_from_mask(attention_mask), keep, False
     )
-    logits = out.logits if hasattr(out, "logits") else out[0]  # (B, K, V)
-    n_response = length - response_start
-    # Column j predicts token j + 1: keep columns response_start-1 .. L-2, drop the last one.
-    return logits[:, -(n_response + 1) : -1]  # (B, T, V)
+    assert logits is not None, "response_logits needs a causal LM (a model with an LM head)"
+    return logits[:, :-1]  # (B, T, V): column j predicts token j + 1, the last predicts nothing
 
 
-def _teacher_forced(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Logits that predict the response, from the cheaper of two exact forwards.
+def teacher_forced(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    hidden: bool = False,
+) -> TeacherForced:
+    """The one teacher-forced forward of textrl: env scoring, policies and the actor-critic share it.
 
-    Either way, columns that are padding in every row are dropped first: they change nothing.
+    Columns that are padding in every row are dropped first: they change nothing. Then the
+    cheaper of two exact forwards runs.
 
     **Causal** (when it pays). A left-padded prompt followed by a right-padded response needs a
     padding mask, and with a mask the attention kernels compute every (query, key) pair and mask
@@ -155,11 +209,15 @@ def _teacher_forced(
     **Masked** otherwise, and when some row's real tokens are not one run (a mask with holes) or
     a row has no real prompt token, where only the masked forward is exact.
 
-    Returns:
-        ``(logits, targets, index)``. Causal: logits ``(B, K, V)`` of the last K columns, the
-        token each predicts ``(B, K)``, and ``(B, T)`` the column of K that predicts each response
-        token. Masked: logits ``(B, T, V)`` aligned with the response, its tokens, and None.
+    Args:
+        model: a causal LM (or, with ``hidden=True``, a body returning ``last_hidden_state``).
+        input_ids: ``(B, L)`` left-padded prompt in ``[0, response_start)``, then the response.
+        attention_mask: ``(B, L)`` 1 on real tokens.
+        response_start: the column where the response begins, >= 1.
+        hidden: also return the last layer's hidden states at the kept columns.
     """
+    _check_inputs(input_ids, attention_mask, response_start)
+    mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
     length = input_ids.shape[1]
     n_response = length - response_start
     lead = (attention_mask.cumsum(-1) == 0).sum(-1)  # (B,) leading padding of each row
@@ -167,120 +225,30 @@ def _teacher_forced(
     rolled_mask = attention_mask.gather(1, roll)
     one_run = (rolled_mask[:, 1:] <= rolled_mask[:, :-1]).all()
     exact, low, high = torch.stack([one_run.long(), lead.min(), lead.max()]).tolist()  # one host sync
-    if not exact or high >= response_start or 8 * (high - low) > n_response:
+    if not ROLLED_CAUSAL or not exact or high >= response_start or 8 * (high - low) > n_response:
         low = min(low, response_start - 1)  # the response needs one prompt column before it
-        logits = response_logits(model, input_ids[:, low:], attention_mask[:, low:], response_start - low)
-        return logits, input_ids[:, response_start:], None
+        ids, m = input_ids[:, low:], attention_mask[:, low:]
+        logits, states = _forward(model, ids, m, position_ids_from_mask(m), n_response + 1, hidden)
+        # Column j predicts token j + 1: the last kept column predicts nothing.
+        return TeacherForced(
+            None if logits is None else logits[:, :-1],  # (B, T, V)
+            None if states is None else states[:, :-1],  # (B, T, H)
+            input_ids[:, response_start:],
+            None,
+            mask,
+        )
     # Every row now ends in at least `low` pads: drop those columns. Response token t of row b
     # sits at column response_start + t - lead[b]; keep the columns that predict all of them.
     rolled = input_ids.gather(1, roll)[:, : length - low]
     keep = n_response + 1 + high - low
-    kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
-    out = model(
-        input_ids=rolled,
-        attention_mask=torch.ones_like(rolled),
-        # Real tokens get 0, 1, ... as before; the trailing pads repeat the last real position
-        # instead of running past it, so a row that fits the model's positions still fits.
-        position_ids=position_ids_from_mask(rolled_mask[:, : length - low]),
-        use_cache=False,
-        **kwargs,
-    )
-    logits = (out.logits if hasattr(out, "logits") else out[0])[:, -keep:]  # (B, K, V)
+    # Real tokens get 0, 1, ... as before; the trailing pads repeat the last real position
+    # instead of running past it, so a row that fits the model's positions still fits.
+    positions = position_ids_from_mask(rolled_mask[:, : length - low])
+    logits, states = _forward(model, rolled, torch.ones_like(rolled), positions, keep, hidden)
     # Kept column k predicts the token one column later; the last one predicts nothing (any id).
     targets = rolled[:, -keep:].roll(-1, dims=1)  # (B, K)
     index = torch.arange(n_response, device=input_ids.device) + (high - lead).unsqueeze(1)  # (B, T)
-    return logits, targets, index
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``log_softmax(logits / temperature)`` gathered at ``tokens``.
-
-    With grad (an update), computed as ``logit[token] - logsumexp(logits)``, which saves no second
-    ``(B, T, V)`` tensor for the backward. Without (scoring, the env's steps), a fused
-    ``log_softmax`` a chunk of rows at a time, about twice as fast. The two agree to float
-    rounding (a few 1e-6), so a PPO ratio of old (no-grad) and new (grad) log-probs starts at
-    1 to within that, not exactly.
-
-    Args:
-        logits: ``(..., V)`` raw logits.
-        tokens: ``(...)`` token ids, the shape of ``logits`` without its last dimension.
-        temperature: the sampling temperature, > 0.
-
-    Returns:
-        ``(...)`` float32 log-probabilities.
-    """
-    if tuple(tokens.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(
-            f"tokens have shape {tuple(tokens.shape)} but logits {tuple(logits.shape)}; pass one token id "
-            f"per distribution, shape {tuple(logits.shape[:-1])}"
-        )
-    if not (torch.is_grad_enabled() and logits.requires_grad):
-        return _token_logprobs_no_grad(logits, tokens, temperature)
-    logits = _scaled(logits, temperature)  # (..., V) float32
-    picked = logits.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)  # (...)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
-def _chunk_rows(logits: torch.Tensor) -> int:
-    """Rows of ``V`` logits per chunk: about 1 MB on CPU (stays in cache), 256 MB on accelerators,
-    and never fewer than 64 rows, so a large vocabulary does not mean thousands of tiny chunks."""
-    elements = 2**18 if logits.device.type == "cpu" else 2**26
-    return max(64, elements // logits.shape[-1])
-
-
-def _token_logprobs_no_grad(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """:func:`token_logprobs` when no backward follows, a chunk of rows at a time.
-
-    With nothing to save for a backward, the fused ``log_softmax`` (one pass over the logits)
-    beats ``logsumexp``'s max / subtract / exp / sum passes by about 2x. Working a chunk at a time
-    never allocates a float32 copy of the whole ``(B, T, V)`` logits: on CPU a tensor that large is
-    fresh pages from the OS on every call, and on a GPU it is the peak memory of scoring.
-    """
-    if logits.numel() <= _chunk_rows(logits) * logits.shape[-1]:  # one chunk: no loop to set up
-        return _picked_log_softmax(logits, tokens, temperature)
-    shape = tokens.shape
-    # As (B, T, V) without copying: a sliced (B, T, V) logits tensor (response_logits drops one
-    # column per row) has leading dims that do not flatten into one, so chunks are whole rows of
-    # B when T rows fit in a chunk, else pieces of one row.
-    while logits.dim() < 3:
-        logits = logits.unsqueeze(0)
-    logits = logits.reshape(-1, *logits.shape[-2:])  # a view, unless there are more than 3 dims
-    tokens = tokens.reshape(logits.shape[:2])
-    out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)  # (B, T)
-    batch, length = out.shape
-    rows = _chunk_rows(logits)
-    per_chunk = max(1, rows // length)  # rows of B per chunk
-    for b in range(0, batch, per_chunk):
-        step = rows if per_chunk == 1 else length  # columns of T per chunk
-        for t in range(0, length, step):
-            part = (slice(b, b + per_chunk), slice(t, t + step))
-            out[part] = _picked_log_softmax(logits[part], tokens[part], temperature)
-    return out.view(shape)
-
-
-def _picked_log_softmax(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``log_softmax(logits / temperature)`` at ``tokens``, float32 ``(...)``, in one fused pass."""
-    index = tokens.long().unsqueeze(-1)  # (..., 1)
-    return torch.log_softmax(_scaled(logits, temperature), dim=-1).gather(-1, index).squeeze(-1)
-
-
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of ``softmax(logits / temperature)`` along the last dimension, float32 ``(...)``."""
-    logits = _scaled(logits, temperature)  # (..., V)
-    lse = torch.logsumexp(logits, dim=-1)  # (...)
-    probs = torch.softmax(logits, dim=-1)  # (..., V)
-    # H = -sum p log p = logsumexp(z) - sum p z
-    return lse - (probs * logits).sum(-1)
-
-
-def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    if not temperature > 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature}; for greedy decoding use deterministic=True "
-            "and keep the temperature the env samples with"
-        )
-    logits = logits.float()
-    return logits / temperature if temperature != 1.0 else logits
+    return TeacherForced(logits, states, targets, index, mask)
 
 
 @overload
@@ -357,14 +325,9 @@ def sequence_logprobs(
     Raises:
         ValueError: shapes disagree, ``response_start`` is out of range, or ``temperature <= 0``.
     """
-    _check_inputs(input_ids, attention_mask, response_start)
-    mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
-    logits, targets, index = _teacher_forced(model, input_ids, attention_mask, response_start)
-
-    def per_response_token(values: torch.Tensor) -> torch.Tensor:  # (B, K or T) -> (B, T), masked
-        return (values if index is None else values.gather(1, index)) * mask
-
-    logprobs = per_response_token(token_logprobs(logits, targets, temperature))
+    out = teacher_forced(model, input_ids, attention_mask, response_start)
+    assert out.logits is not None, "sequence_logprobs needs a causal LM (a model with an LM head)"
+    logprobs = out.per_token(token_logprobs(out.logits, out.targets, temperature))
     if not return_entropy:
         return logprobs
-    return logprobs, per_response_token(token_entropy(logits, temperature))
+    return logprobs, out.per_token(token_entropy(out.logits, temperature))

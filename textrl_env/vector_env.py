@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,16 +16,13 @@ from torch import nn
 
 from reward_models import RewardModel
 from textrl_env.core import CoreAttributes, GenerationCore
-from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
-from textrl_env.logprobs import (
-    accepts_logits_to_keep,
-    leading_padding,
-    position_ids_from_mask,
-    token_logprobs,
-)
+from textrl_env.decoder import CachedDecoder
+from textrl_env.logprobs import token_logprobs
 from textrl_env.models import ModelLike
 
 TensorObs = dict[str, torch.Tensor]
+LogitsSource = Literal["env", "policy"]
+LOGITS_SOURCES: tuple[str, ...] = ("env", "policy")
 
 
 class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
@@ -58,10 +55,12 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
     ``autoreset_mode="Disabled"``: an ended row stays ended until ``reset(options={"reset_mask": m})``.
 
     ## Arguments
-    Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs`` and ``policy_logits``:
-    ``"model"`` (default) measures the policy's log-probs with ``model``'s own cached forward;
-    ``"external"`` is for a policy with another network, which must call :meth:`set_policy_logits`
-    before every step (forgetting it raises an error).
+    Those of :class:`~textrl_env.TextGenerationEnv`, plus ``num_envs``, ``autoreset_mode`` and
+    ``logits_source`` (where the log-probs of the taken tokens come from): ``"env"`` (default)
+    measures them with ``model``'s own cached forward (:attr:`next_token_logits`); ``"policy"`` is
+    for a policy with another network, which must hand its logits with :meth:`set_policy_logits`
+    before every step (forgetting it raises an error). An agent sets it, and the KL reference,
+    through :meth:`attach_policy`.
 
     ## Host synchronisation
     One boolean per step crosses to the host (which rows ended), because finished responses must be
@@ -87,9 +86,17 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         temperature: float = 1.0,
         ref_model: nn.Module | None = None,
         device: str | torch.device | None = None,
-        policy_logits: str = "model",
+        logits_source: LogitsSource = "env",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **renamed: Any,
     ) -> None:
+        if "policy_logits" in renamed:
+            raise TypeError(
+                "TextGenerationVectorEnv: policy_logits= is now logits_source=: 'model' became 'env' and "
+                "'external' became 'policy'"
+            )
+        if renamed:
+            raise TypeError(f"TextGenerationVectorEnv got unexpected keyword arguments {sorted(renamed)}")
         if not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.core = GenerationCore(
@@ -113,18 +120,11 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         # Rows whose action the next step ignores: under NEXT_STEP those that ended last step (they
         # restart), under DISABLED every row that ended and was not reset since.
         self._idle = np.zeros(n, dtype=bool)
-        self.autoreset_mode = autoreset_mode
-        self._cache: Any = None
-        self._cache_mask = torch.zeros((n, 0), dtype=torch.long, device=device_)
-        self._next_pos = torch.zeros(n, dtype=torch.long, device=device_)
-        self.next_token_logits = torch.zeros((n, self.core.vocab_size), device=device_)
-        # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
-        self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(self.core.model) else {}
-        if policy_logits not in ("model", "external"):
-            raise ValueError(f"policy_logits must be 'model' or 'external', got {policy_logits!r}")
-        self.policy_logits = policy_logits
+        self._set_autoreset_mode(autoreset_mode)
+        self._decoder = CachedDecoder(self.core.model, n, length, self.core.vocab_size)
+        self._logits_source: LogitsSource = "env"
         self._handed_logits: torch.Tensor | None = None
-        self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
+        self.attach_policy(logits_source=logits_source)
 
     @property
     def autoreset_mode(self) -> AutoresetMode:
@@ -136,14 +136,60 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         """
         return self.metadata["autoreset_mode"]
 
-    @autoreset_mode.setter
-    def autoreset_mode(self, mode: AutoresetMode | str) -> None:
+    def _set_autoreset_mode(self, mode: AutoresetMode | str) -> None:
         mode = AutoresetMode(mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(
                 f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode}; SAME_STEP is not supported"
             )
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+
+    @contextlib.contextmanager
+    def without_autoreset(self) -> Iterator[TextGenerationVectorEnv]:
+        """Run the block under ``DISABLED`` autoreset, then restore the mode it had.
+
+        What agents use to collect one episode per row: a row that ended stays ended instead of
+        starting an episode nobody keeps. Call ``reset()`` first inside the block.
+        """
+        mode = self.autoreset_mode
+        self._set_autoreset_mode(AutoresetMode.DISABLED)
+        try:
+            yield self
+        finally:
+            self._set_autoreset_mode(mode)
+
+    # ------------------------------------------------------------------ the seam to an agent
+
+    @property
+    def logits_source(self) -> LogitsSource:
+        """``"env"``: log-probs from the env's own forward of ``model``; ``"policy"``: from :meth:`set_policy_logits`."""
+        return self._logits_source
+
+    @property
+    def next_token_logits(self) -> torch.Tensor:
+        """``(num_envs, V)`` raw next-token logits of ``model`` at each row's current state."""
+        return self._decoder.next_token_logits
+
+    def attach_policy(self, logits_source: LogitsSource = "env", reference: nn.Module | None = None) -> None:
+        """Attach the acting policy: the one way an agent configures the env it trains on.
+
+        Args:
+            logits_source: ``"env"`` when the policy's next-token logits are exactly ``model``'s (it
+                samples from :attr:`next_token_logits`, no second forward); ``"policy"`` when it has
+                another head or network and hands its logits with :meth:`set_policy_logits` before
+                every step, so ``info["logprobs"]`` and the KL are the acting policy's.
+            reference: a KL reference to use instead of the env's frozen copy (a LoRA policy's model
+                with its adapter switched off); None keeps the current one. The env's copy is released.
+        """
+        if logits_source not in LOGITS_SOURCES:
+            raise ValueError(
+                f"logits_source must be one of {LOGITS_SOURCES}, got {logits_source!r} ('env': the env's own "
+                "forward of its model; 'policy': the policy hands its logits with set_policy_logits)"
+            )
+        self._logits_source = logits_source
+        self._handed_logits = None
+        if reference is not None:
+            self.core.set_reference(reference)
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
@@ -165,7 +211,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         prompts = self._reset_prompts(options)
         rows = np.flatnonzero(mask)
         if mask.all():
-            self._cache = None  # a full reset starts a fresh cache
+            self._decoder.clear()  # a full reset starts a fresh cache
         self._restart_rows(rows, None if prompts is None else [prompts[i] for i in rows])
         self._idle[rows] = False
         return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
@@ -179,7 +225,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
                 f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with at least one True, "
                 f"got {mask!r}"
             )
-        if self._cache is None and not mask.all():
+        if not self._decoder.started and not mask.all():
             raise RuntimeError("the first reset() must reset every row; drop options['reset_mask']")
         return mask
 
@@ -187,7 +233,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         self, actions: torch.Tensor | np.ndarray | Sequence[int]
     ) -> tuple[TensorObs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Append one token per row; score the rows whose response ended."""
-        if self._cache is None:
+        if not self._decoder.started:
             raise RuntimeError("step() called before reset(); call envs.reset() first")
         idle = self._idle.copy()
         # A host-to-device copy waits for the device to finish its queued work: skip it on the
@@ -214,7 +260,8 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         info = self._finish(ended, rewards) if ended.any() else {}
         going_on = ~idle & ~ended  # known on the host: skip the forward when no row goes on
         if going_on.any():
-            self._advance(actions, active & ~(terminated | truncated), bool(going_on.all()))
+            continuing = active & ~(terminated | truncated)
+            self._decoder.advance(actions, continuing, bool(going_on.all()), self.core.pad_token_id)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             if idle.any():
                 self._restart_rows(np.flatnonzero(idle))
@@ -228,8 +275,8 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         """Hand over the policy's next-token logits ``(num_envs, V)`` for the coming step.
 
         Needed when the acting policy is not ``model`` itself (a custom policy with its own head or
-        network): build the env with ``policy_logits="external"`` and call this before every
-        ``step``, so ``info["logprobs"]`` and the KL are measured for the policy that acted.
+        network): attach it with ``logits_source="policy"`` and call this before every ``step``, so
+        ``info["logprobs"]`` and the KL are measured for the policy that acted.
         """
         if tuple(logits.shape) != (self.num_envs, self.core.vocab_size):
             raise ValueError(
@@ -239,12 +286,12 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         self._handed_logits = logits.detach().to(self.core.device, torch.float32)
 
     def _step_logits(self) -> torch.Tensor:
-        if self.policy_logits == "model":
+        if self._logits_source == "env":
             return self.next_token_logits
         if self._handed_logits is None:
             raise RuntimeError(
-                "this env was built with policy_logits='external': it measures log-probs with the acting "
-                "policy's logits; call envs.set_policy_logits(logits) before every step()"
+                "this env's logits_source is 'policy': it measures log-probs with the acting policy's "
+                "logits; call envs.set_policy_logits(logits) before every step()"
             )
         logits, self._handed_logits = self._handed_logits, None
         return logits
@@ -309,66 +356,6 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         return info
 
     @torch.no_grad()
-    def _advance(self, actions: torch.Tensor, continuing: torch.Tensor, all_continue: bool) -> None:
-        """One cached forward of the new token of every continuing row; others add a masked slot.
-
-        ``all_continue`` (known on the host) skips the row selection when every row goes on.
-        """
-        tokens = (
-            actions if all_continue else torch.where(continuing, actions, self.core.pad_token_id)
-        ).unsqueeze(1)
-        self._cache_mask = torch.cat([self._cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
-        inputs = {"input_ids": tokens, "position_ids": self._next_pos.unsqueeze(1), "use_cache": True}
-        if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
-            self._mask_4d = self._check_mask_4d(inputs)
-        # One query token attends to the cache slots its mask allows: that is the whole 4D mask,
-        # so the model need not rebuild it from the 2D mask every step.
-        mask = (
-            self._cache_mask.bool()[:, None, None, :] if self._mask_4d else self._cache_mask
-        )  # (N, 1, 1, S + 1)
-        out = self.core.model(**inputs, attention_mask=mask, past_key_values=self._cache)
-        self._cache = out.past_key_values
-        logits = out.logits[:, -1].float()  # (N, V)
-        self.next_token_logits = (
-            logits if all_continue else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
-        )
-        self._next_pos += continuing.long()
-        self._compact()
-
-    def _check_mask_4d(self, inputs: dict[str, Any]) -> bool:
-        """Whether the model gives the same logits (to rounding) for a ready boolean 4D mask as for the 2D one.
-
-        transformers passes a 4D mask through unchanged; attention kernels that read it as a
-        boolean keep-mask (SDPA) then skip rebuilding it each step. Checked once on a copy of the
-        cache, so a model that reads masks differently just keeps the 2D path.
-        """
-        if getattr(self.core.model.config, "_attn_implementation", None) != "sdpa":
-            return False
-        try:
-            copy_2d, copy_4d = copy.deepcopy(self._cache), copy.deepcopy(self._cache)
-            reference = self.core.model(
-                **inputs, attention_mask=self._cache_mask, past_key_values=copy_2d
-            ).logits
-            mask = self._cache_mask.bool()[:, None, None, :]
-            candidate = self.core.model(**inputs, attention_mask=mask, past_key_values=copy_4d).logits
-        except (RuntimeError, ValueError, TypeError):
-            return False
-        try:  # equal up to rounding: on a GPU the two masks may pick attention kernels that round differently
-            torch.testing.assert_close(candidate, reference)
-        except AssertionError:
-            return False
-        return True
-
-    def _compact(self) -> None:
-        """Drop cache slots no row attends to, so the cache stays about one episode long."""
-        width = self._cache_mask.shape[1]
-        if width < 2 * self.core.seq_length:
-            return
-        first = leading_padding(self._cache_mask)  # host sync, but only once per ~episode length of steps
-        drop_leading_slots(self._cache, first)
-        self._cache_mask = self._cache_mask[:, first:]
-
-    @torch.no_grad()
     def _restart_rows(self, rows_np: np.ndarray, prompts: list[str] | None = None) -> None:
         """Give each row in ``rows_np`` a new prompt (given, or drawn) and prefill its keys/values."""
         assert self._row_rngs is not None
@@ -387,30 +374,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         self._mask[rows, :p] = prompt_mask
         self._t[rows] = 0
         self._logprobs[rows] = 0.0
-        # Prefill only the columns some restarting row uses: padding in every row changes nothing.
-        width = p - leading_padding(prompt_mask)
-        prompt_ids, prompt_mask = prompt_ids[:, -width:], prompt_mask[:, -width:]  # (R, width)
-        out = self.core.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=position_ids_from_mask(prompt_mask),
-            use_cache=True,
-            **self._last_logits_only,
-        )
-        if self._cache is None:  # a full reset: the prefill is the whole cache
-            # Room for one episode per row (what agents collect); autoresets past it grow the buffer.
-            self._cache = with_slot_layers(out.past_key_values, width + self.core.max_new_tokens)
-            self._cache_mask = torch.zeros((self.num_envs, width), dtype=torch.long, device=self.core.device)
-        else:
-            missing = width - self._cache_mask.shape[1]
-            if missing > 0:  # the new prompt is longer than the cache: give every row empty slots first
-                prepend_empty_slots(self._cache, missing)
-                self._cache_mask = torch.nn.functional.pad(self._cache_mask, (missing, 0))
-            splice_rows(self._cache, rows, out.past_key_values)
-        self._cache_mask[rows] = 0
-        self._cache_mask[rows, -width:] = prompt_mask
-        self._next_pos[rows] = prompt_mask.sum(-1)
-        self.next_token_logits[rows] = out.logits[:, -1].float()
+        self._decoder.prefill(rows, prompt_ids, prompt_mask, room=self.core.max_new_tokens)
 
     def _reset_prompts(self, options: dict[str, Any] | None) -> list[str] | None:
         """``options["prompt"]``: one str for every row, or a list with one prompt per row."""

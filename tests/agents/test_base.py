@@ -19,7 +19,7 @@ def parameters(agent: RLOO) -> list[torch.Tensor]:
 
 def test_save_load_continue_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
     steps = 8 * 6 * 2  # two rollouts of 8 rows x up to 6 tokens
-    settings = dict(k=4, learning_rate=1e-2, seed=3, verbose=0, target_kl=1.0, normalize_rewards=True)
+    settings = dict(k=4, learning_rate=1e-2, seed=3, verbose=0, kl_target=1.0, normalize_rewards=True)
     straight = RLOO("LMPolicy", make_env(8, kl_coef=0.1), **settings)
     straight.learn(2 * steps)
 

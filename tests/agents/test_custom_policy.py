@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from agents import RLOO, resolve_policy
-from agents.base import evaluate_sequence
 from agents.collect import collect_episodes
+from agents.policies.protocol import evaluate_sequence
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.default_model import DEFAULT_MODEL_PATH
@@ -71,7 +71,7 @@ def test_the_examples_policy_trains_and_the_env_measures_its_logprobs() -> None:
         seed=0,
         verbose=0,
     )
-    assert envs.policy_logits == "external"  # its logits are not the env model's
+    assert envs.logits_source == "policy"  # its logits are not the env model's
     before = agent.evaluate(PROMPTS, n_samples=32, seed=1)
     agent.learn(total_timesteps=1536)
     after = agent.evaluate(PROMPTS, n_samples=32, seed=1)
@@ -95,7 +95,7 @@ def test_the_examples_forward_and_evaluate_sequence_agree() -> None:
     policy = example.ResidualHeadPolicy(build_tiny_lm(), temperature=0.7, head_size=16)
     nn.init.normal_(policy.head[-1].weight, std=0.5)  # a head that changes the logits
     envs = make_env(num_envs=4, temperature=0.7)
-    envs.policy_logits = "external"
+    envs.attach_policy(logits_source="policy")
     episodes = collect_episodes(envs, PROMPTS[:2] * 2, policy.forward, torch.Generator().manual_seed(0))
     assert episodes is not None
     ids, mask, start = full_sequence(episodes)
@@ -119,7 +119,7 @@ def test_freeze_lm_trains_the_head_only() -> None:
 
 
 class StepwiseView:
-    """Hides ``evaluate_sequence`` so agents.base asks the policy token by token through ``forward``."""
+    """Hides ``evaluate_sequence`` so the agents ask the policy token by token through ``forward``."""
 
     def __init__(self, policy: nn.Module) -> None:
         self.policy = policy
@@ -177,7 +177,7 @@ def test_a_protocol_only_policy_is_accepted_and_its_fallback_logprobs_are_exact(
     assert resolve_policy(BiasOnlyProtocolPolicy) is BiasOnlyProtocolPolicy
     envs = make_env(num_envs=8, temperature=0.7)
     agent = RLOO(BiasOnlyProtocolPolicy, envs, k=4, learning_rate=1e-2, seed=0, verbose=0)
-    assert envs.policy_logits == "external" and not hasattr(agent.policy, "evaluate_sequence")
+    assert envs.logits_source == "policy" and not hasattr(agent.policy, "evaluate_sequence")
     with torch.no_grad():
         agent.policy.bias.normal_(std=1.0)  # the policy now differs from the env's model
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean, policy_gradient_loss
+from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 
 F64 = torch.float64
 EPS = 0.5  # exp(log(1.5)) == 1.5 and exp(log(0.5)) == 0.5 exactly in float64, so the boundary is exact
@@ -100,18 +100,6 @@ def test_masked_mean() -> None:
     assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0  # empty mask: 0, not NaN
 
 
-def test_policy_gradient_loss_reductions() -> None:
-    logprobs = torch.tensor([[-1.0, -2.0, -9.0], [-3.0, -9.0, -9.0]], requires_grad=True)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    adv = torch.tensor([1.0, -2.0])
-    token_mean = policy_gradient_loss(logprobs, adv, mask)
-    assert token_mean.item() == pytest.approx(-(-1 - 2 + 6) / 3)
-    seq_sum = policy_gradient_loss(logprobs, adv, mask, reduction="sequence_sum")
-    assert seq_sum.item() == pytest.approx(-((-3.0) * 1 + (-3.0) * -2) / 2)
-    seq_sum.backward()
-    torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.5, -0.5, 0.0], [1.0, 0.0, 0.0]]))
-
-
 def test_loss_input_errors() -> None:
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="clip_range must be > 0"):
@@ -120,5 +108,3 @@ def test_loss_input_errors() -> None:
         clipped_policy_loss(x, x, torch.zeros(3), x, 0.2)
     with pytest.raises(ValueError, match="shape mismatch"):
         clipped_value_loss(x, torch.zeros(2, 2), x, x, 0.2)
-    with pytest.raises(ValueError, match="unknown reduction"):
-        policy_gradient_loss(x, x, x, reduction="sum")  # type: ignore[arg-type]

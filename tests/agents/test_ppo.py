@@ -137,11 +137,11 @@ def hand_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, la
     ("setting", "message"),
     [
         ({"gamma": 1.5}, "gamma must be in"),
-        ({"lam": -0.1}, "lam must be in"),
+        ({"gae_lambda": -0.1}, "gae_lambda must be in"),
         ({"vf_coef": -1.0}, "vf_coef"),
         ({"ent_coef": float("nan")}, "ent_coef"),
         ({"clip_range_vf": 0.0}, "clip_range_vf"),
-        ({"target_policy_kl": -0.01}, "target_policy_kl"),
+        ({"target_kl": -0.01}, "target_kl"),
         ({"n_epochs": 0}, "n_epochs"),
     ],
 )
@@ -152,8 +152,8 @@ def test_bad_config_is_refused(setting: dict[str, Any], message: str) -> None:
 
 def test_config_defaults_follow_the_rlhf_recipe() -> None:
     config = PPOConfig()
-    assert (config.n_epochs, config.gamma, config.lam) == (4, 1.0, 0.95)
-    assert (config.vf_coef, config.clip_range_vf, config.target_policy_kl) == (0.1, 0.2, None)
+    assert (config.n_epochs, config.gamma, config.gae_lambda) == (4, 1.0, 0.95)
+    assert (config.vf_coef, config.clip_range_vf, config.target_kl) == (0.1, 0.2, None)
 
 
 def test_minibatch_that_does_not_divide_the_batch_is_refused() -> None:
@@ -162,8 +162,8 @@ def test_minibatch_that_does_not_divide_the_batch_is_refused() -> None:
 
 
 def test_misspelt_setting_suggests_the_right_one() -> None:
-    with pytest.raises(TypeError, match="Did you mean 'target_policy_kl'"):
-        PPO("LMActorCriticPolicy", make_env(), target_policy_kll=0.1, verbose=0)
+    with pytest.raises(TypeError, match="Did you mean 'target_kl'"):
+        PPO("LMActorCriticPolicy", make_env(), target_kll=0.1, verbose=0)
 
 
 def test_policy_without_values_is_refused() -> None:
@@ -197,7 +197,7 @@ def test_token_rewards_sum_to_the_sequence_reward(settings: dict[str, Any]) -> N
     episodes = make_episodes(env, [4, 2, 4, 1], [1.0, -0.5, 0.25, 0.75], kl)
     rewards = agent._sequence_rewards(episodes)
     token_rewards = agent._token_rewards(episodes, rewards)
-    torch.testing.assert_close(token_rewards.sum(-1), rewards)
+    torch.testing.assert_close(token_rewards.sum(-1), rewards.total)
     # Every token but the last pays -kl_coef * KL, scaled like the whole return.
     scale = float(agent.reward_stats.std) if settings.get("normalize_rewards") else 1.0
     expected_kl_part = -0.1 * kl[0, :3] / scale
@@ -208,7 +208,7 @@ def test_token_rewards_sum_to_the_sequence_reward(settings: dict[str, Any]) -> N
 def test_advantages_fed_to_the_loss_are_gae_of_shaped_rewards(monkeypatch: pytest.MonkeyPatch) -> None:
     env = make_env(num_envs=2, max_new_tokens=3, kl_coef=0.5)
     # value head starts at 0 (value_head_init_std=0), so GAE reduces to lambda-discounted reward sums
-    agent = PPO("LMActorCriticPolicy", env, n_epochs=1, whiten_advantages=False, verbose=0)
+    agent = PPO("LMActorCriticPolicy", env, n_epochs=1, normalize_advantage=False, verbose=0)
     spy = Spy(ppo_module.clipped_policy_loss)
     monkeypatch.setattr(ppo_module, "clipped_policy_loss", spy)
     kl = torch.tensor([[0.2, 0.4, 0.0], [0.1, 0.2, 0.3]])
@@ -297,10 +297,10 @@ def test_epochs_and_minibatches_set_the_number_of_steps() -> None:
         assert torch.isfinite(torch.as_tensor(stats[f"train/{key}"])), key
 
 
-def test_target_policy_kl_stops_the_epochs_early() -> None:
+def test_target_kl_stops_the_epochs_early() -> None:
     env = make_env(num_envs=4)
     episodes = make_episodes(env, [4, 2, 3, 1], [1.0, -0.5, 0.25, 0.75], torch.zeros(4, 4), logprob_noise=1.0)
-    agent = PPO("LMActorCriticPolicy", env, n_epochs=4, minibatch_size=2, target_policy_kl=1e-3, verbose=0)
+    agent = PPO("LMActorCriticPolicy", env, n_epochs=4, minibatch_size=2, target_kl=1e-3, verbose=0)
     before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
     agent.policy.train()
     stats = agent._update(episodes, agent._sequence_rewards(episodes))

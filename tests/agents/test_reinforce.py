@@ -88,7 +88,7 @@ def test_no_baseline_uses_the_rewards_themselves(monkeypatch: pytest.MonkeyPatch
 
 def test_normalized_advantages_are_whitened(monkeypatch: pytest.MonkeyPatch) -> None:
     env = make_env()
-    agent = REINFORCE("LMPolicy", env, normalize_advantages=True, verbose=0)
+    agent = REINFORCE("LMPolicy", env, normalize_advantage=True, verbose=0)
     spy = Spy(reinforce_module.clipped_policy_loss)
     monkeypatch.setattr(reinforce_module, "clipped_policy_loss", spy)
     update(agent, batch(env))

@@ -8,6 +8,7 @@ import torch
 from agents import RLOO, LMPolicy
 from agents.collect import Episodes, collect_episodes
 from agents.losses import masked_mean
+from agents.rewards import SequenceRewards
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationVectorEnv
 
@@ -57,7 +58,8 @@ def test_update_gradient_matches_hand_built_loss() -> None:
         return torch.tensor(0.0)
 
     agent.step_optimizer = capture  # type: ignore[method-assign]
-    stats = agent._update(episodes, rewards)
+    parts = SequenceRewards(score=rewards, kl=torch.zeros_like(episodes.kl), kl_coef=0.0, scale=1.0, total=rewards)
+    stats = agent._update(episodes, parts)
     assert len(captured) == len(expected_grads)
     for got, want in zip(captured, expected_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)

@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from tests.conftest import build_tiny_lm
+from textrl_env.decoder import cache_keyword, output_cache
 from textrl_env.kv_cache import drop_leading_slots, layer_tensors, with_slot_layers
 from textrl_env.slot_layer import SlotLayer
 
@@ -103,14 +104,15 @@ def test_decoding_with_slot_layers_gives_dynamic_cache_logits() -> None:
     model = build_tiny_lm().eval()
     ids = torch.randint(3, model.config.vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
     prefill = model(input_ids=ids, use_cache=True)
-    plain, slots = prefill.past_key_values, with_slot_layers(copy.deepcopy(prefill.past_key_values), 6)
+    plain, slots = output_cache(prefill), with_slot_layers(copy.deepcopy(output_cache(prefill)), 6)
+    kw = cache_keyword(model)
     token = prefill.logits[:, -1].argmax(-1, keepdim=True)
     for position in range(5, 15):  # past the 6 + 5 slots of the first buffer
         pos = torch.full((3, 1), position)
-        a = model(input_ids=token, position_ids=pos, past_key_values=plain, use_cache=True)
-        b = model(input_ids=token, position_ids=pos, past_key_values=slots, use_cache=True)
+        a = model(input_ids=token, position_ids=pos, use_cache=True, **{kw: plain})
+        b = model(input_ids=token, position_ids=pos, use_cache=True, **{kw: slots})
         torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
-        plain, slots, token = a.past_key_values, b.past_key_values, a.logits[:, -1].argmax(-1, keepdim=True)
+        plain, slots, token = output_cache(a), output_cache(b), a.logits[:, -1].argmax(-1, keepdim=True)
     assert all(type(layer) is SlotLayer for layer in slots.layers)
 
 
@@ -124,13 +126,13 @@ def test_the_vector_env_decodes_an_episode_without_reallocating_its_cache() -> N
         autoreset_mode="Disabled",
     )  # fmt: skip
     envs.reset(seed=0)
-    layers = list(envs._cache.layers)
+    layers = list(envs._decoder.cache.layers)
     buffers = [layer._key_buffer for layer in layers]
     for _ in range(6):
         envs.step(torch.tensor([5, 6, 7]))  # no EOS: every row runs all 6 tokens
-    assert all(type(layer) is SlotLayer for layer in envs._cache.layers)
+    assert all(type(layer) is SlotLayer for layer in envs._decoder.cache.layers)
     # The same buffer objects: every append was written in place.
-    assert all(layer._key_buffer is buffer for layer, buffer in zip(envs._cache.layers, buffers, strict=True))
+    assert all(layer._key_buffer is buffer for layer, buffer in zip(envs._decoder.cache.layers, buffers, strict=True))
 
 
 def test_values_with_another_head_size_append_in_place() -> None:

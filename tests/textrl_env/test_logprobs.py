@@ -8,11 +8,11 @@ from torch import nn
 
 from tests.conftest import build_tiny_lm
 from textrl_env.logprobs import (
-    _teacher_forced,
     drop_common_padding,
     position_ids_from_mask,
     response_logits,
     sequence_logprobs,
+    teacher_forced,
     token_entropy,
     token_logprobs,
 )
@@ -161,7 +161,7 @@ def test_no_grad_path_matches_the_differentiable_one(
     temperature: float, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Scoring without grad takes a chunked log-softmax; it must give the training path's numbers."""
-    import textrl_env.logprobs as logprobs
+    import textrl_env.token_math as token_math
 
     generator = torch.Generator().manual_seed(0)
     full = torch.randn(3, 9, 11, generator=generator)
@@ -169,7 +169,7 @@ def test_no_grad_path_matches_the_differentiable_one(
     tokens = torch.randint(0, 11, (3, 6), generator=generator)
     expected = token_logprobs(logits.clone().requires_grad_(), tokens, temperature).detach()
     # Pieces of a row (4), two rows of the batch per chunk (13), everything at once (1000).
-    monkeypatch.setattr(logprobs, "_chunk_rows", lambda _logits: chunk_rows)
+    monkeypatch.setattr(token_math, "_chunk_rows", lambda _logits: chunk_rows)
     with torch.no_grad():
         torch.testing.assert_close(token_logprobs(logits, tokens, temperature), expected)
         torch.testing.assert_close(token_logprobs(logits[0, 0], tokens[0, 0], temperature), expected[0, 0])
@@ -211,7 +211,7 @@ def test_both_forwards_match_the_full_masked_one(
     ids, mask, start = batch
     prompt_lengths = mask[:, :start].sum(-1)
     narrow = 8 * int(prompt_lengths.max() - prompt_lengths.min()) <= ids.shape[1] - start
-    assert (_teacher_forced(_LM, ids, mask, start)[2] is not None) == narrow
+    assert (teacher_forced(_LM, ids, mask, start).index is not None) == narrow
     expected = _naive(_LM, ids, mask, start, temperature)
     logprobs, entropy = sequence_logprobs(_LM, ids, mask, start, temperature, return_entropy=True)
     torch.testing.assert_close(logprobs, expected, rtol=1e-5, atol=1e-5)
@@ -228,7 +228,7 @@ def test_masks_the_causal_forward_cannot_take_use_the_masked_one(tiny_lm: nn.Mod
     start = 4
     ids = torch.arange(2, 26).view(2, 12)
     mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], [1] * 12])  # prompts of 3 and 4 tokens
-    assert _teacher_forced(tiny_lm, ids, mask, start)[2] is not None  # 8 response columns >= 8 x 1
+    assert teacher_forced(tiny_lm, ids, mask, start).index is not None  # 8 response columns >= 8 x 1
     holed = mask.clone()
     holed[1, 6] = 0  # a hole inside row 1's response
     empty_prompt = mask.clone()
@@ -239,7 +239,7 @@ def test_masks_the_causal_forward_cannot_take_use_the_masked_one(tiny_lm: nn.Mod
     for ids_, bad, start_ in (
         (ids, holed, start), (ids, empty_prompt, start), (wide_ids, wide, wide_start), (padded_ids, padded, 6)
     ):  # fmt: skip
-        assert _teacher_forced(tiny_lm, ids_, bad, start_)[2] is None
+        assert teacher_forced(tiny_lm, ids_, bad, start_).index is None
         torch.testing.assert_close(
             sequence_logprobs(tiny_lm, ids_, bad, start_), _naive(tiny_lm, ids_, bad, start_, 1.0)
         )
@@ -260,5 +260,5 @@ def test_causal_forward_keeps_rows_within_the_models_positions() -> None:
     lm = build_tiny_lm(vocab_size=64, n_positions=16)
     ids = torch.arange(36).view(2, 18) % 60 + 2
     mask = torch.tensor([[0, 0] + [1] * 16, [0] + [1] * 16 + [0]])  # prompt window 6, 12 response columns
-    assert _teacher_forced(lm, ids, mask, 6)[2] is not None
+    assert teacher_forced(lm, ids, mask, 6).index is not None
     torch.testing.assert_close(sequence_logprobs(lm, ids, mask, 6), _naive(lm, ids, mask, 6, 1.0))

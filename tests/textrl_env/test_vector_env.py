@@ -101,7 +101,7 @@ def test_next_token_logits_match_a_full_forward(attention: str) -> None:
     for token in (5, 9):
         obs, *_ = vec.step(torch.full((3,), token))
     # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
-    assert vec._mask_4d is (attention == "sdpa")
+    assert vec._decoder._mask_4d is (attention == "sdpa")
     mask = obs["attention_mask"]
     with torch.no_grad():
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
@@ -133,7 +133,7 @@ def test_declares_next_step_autoreset() -> None:
 
 def test_external_policy_logits_are_used_and_required() -> None:
     policy = build_tiny_lm()
-    kwargs = dict(num_envs=2, max_new_tokens=3, policy_logits="external")
+    kwargs = dict(num_envs=2, max_new_tokens=3, logits_source="policy")
     vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, **kwargs)
     vec.reset(seed=0)
     with pytest.raises(RuntimeError, match=r"set_policy_logits\(logits\) before every step"):

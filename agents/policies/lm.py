@@ -1,16 +1,7 @@
-"""Policies: the seam between an algorithm and the network, with Stable-Baselines3's verbs on token tensors.
+"""Causal language models as policies: :class:`LMPolicy` (no critic) and :class:`LMActorCriticPolicy`.
 
-An observation is the env's ``Dict`` of ``input_ids`` and ``attention_mask`` (see the env contract): a
-left-padded prompt, the response so far, then right padding. The next token is predicted from the
-last column whose mask is 1. Every method accepts numpy or torch observations, batched ``(B, L)`` or
-single ``(L,)``.
-
-The protocol an algorithm relies on (a :class:`BasePolicy` subclass or any class with these methods):
-
-- ``forward(obs) -> logits`` of the next token ``(B, V)``, raw (not temperature-scaled);
-- ``act(obs, deterministic=False) -> actions (B,)``;
-- ``evaluate_actions(obs, actions) -> (values | None, log_prob, entropy)``;
-- ``predict_values(obs) -> values (B,) | None``.
+Both measure whole responses with :func:`textrl_env.logprobs.teacher_forced`, the same forward the
+env scores with, so the log-probs an update sees are the ones the env reported.
 
 Dropout is always off inside the policy (the wrapped model stays in ``eval()`` mode while gradients
 still flow): with dropout on, the log-prob of a token at sampling time and at update time would be
@@ -21,105 +12,23 @@ even before any update ("The N+ implementation details of RLHF with PPO", detail
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
+from agents.lora import AdapterOffReference
+from agents.policies.base import BasePolicy, Obs, obs_to_tensors, right_align
 from textrl_env.logprobs import (
     accepts_logits_to_keep,
-    drop_common_padding,
     position_ids_from_mask,
-    roll_rows_index,
     sequence_logprobs,
+    teacher_forced,
     token_entropy,
     token_logprobs,
 )
-
-Obs = Mapping[str, Any]
-PROTOCOL_METHODS = ("forward", "act", "evaluate_actions", "predict_values")
-
-
-def obs_to_tensors(
-    obs: Obs, device: torch.device | str | None = None
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(input_ids (B, L), attention_mask (B, L), batched)`` as int64 tensors on ``device``."""
-    if not isinstance(obs, Mapping) or "input_ids" not in obs or "attention_mask" not in obs:
-        raise TypeError(
-            "obs must be the textrl observation: a dict with 'input_ids' and 'attention_mask' "
-            f"(numpy arrays or torch tensors), got {type(obs).__name__}"
-        )
-    ids = torch.as_tensor(obs["input_ids"], device=device).long()
-    mask = torch.as_tensor(obs["attention_mask"], device=device).long()
-    if ids.shape != mask.shape or ids.dim() not in (1, 2):
-        raise ValueError(
-            f"obs['input_ids'] {tuple(ids.shape)} and obs['attention_mask'] {tuple(mask.shape)} must share "
-            "one shape, (L,) for a single env or (B, L) for a batch"
-        )
-    batched = ids.dim() == 2
-    return (ids, mask, True) if batched else (ids.unsqueeze(0), mask.unsqueeze(0), False)
-
-
-def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Roll each row so its last real token sits in the last column.
-
-    The trailing padding moves to the front, where it is ordinary left padding, so a causal LM run
-    with ``logits_to_keep=1`` yields every row's next-token logits without a ``(B, L, V)`` tensor.
-    """
-    length = input_ids.shape[1]
-    last = attention_mask.cumsum(-1).argmax(-1)  # (B,) index of the last 1 (first max of the cumsum)
-    index = roll_rows_index(length - 1 - last, length)  # (B, L)
-    return input_ids.gather(1, index), attention_mask.gather(1, index)
-
-
-def sample_from_logits(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    deterministic: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Draw next tokens ``(B,)`` from raw logits ``(B, V)`` (e.g. the vector env's ``next_token_logits``)."""
-    if deterministic:
-        return logits.argmax(-1)
-    if not temperature > 0:
-        raise ValueError(
-            f"temperature must be > 0, got {temperature}; use deterministic=True for greedy actions"
-        )
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
-    # torch.multinomial refuses NaN probabilities; argmax would quietly pick one. Checked on the
-    # device, so a GPU rollout does not wait for the host (there a failure is a device-side
-    # assert, as multinomial's own check is).
-    torch._assert_async(
-        ~probs.isnan().any(),
-        "textrl: the logits give NaN probabilities (a NaN or +inf logit, or a row of only -inf); "
-        "the policy has diverged or a mask removed every token",
-    )
-    # The exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i,
-    # which is how torch.multinomial(probs, 1) samples too; drawing E as -log(U) from torch.rand
-    # (one vectorised pass) instead of Tensor.exponential_ makes a draw about 3x faster on CPU.
-    # U is float64 on CPU, as multinomial's draws are there, so even tokens with p ~ 1e-12 keep
-    # their chance (float32 U would stop at p ~ 1e-7), and float32 elsewhere, as on CUDA. U = 0
-    # would make E infinite and a row of p / E all zeros, where argmax would pick token 0 even
-    # at p = 0: U is kept above the smallest normal float.
-    dtype = torch.float64 if probs.device.type == "cpu" else probs.dtype
-    uniform = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=dtype)
-    exponential = uniform.clamp_min_(torch.finfo(dtype).tiny).log_().neg_()  # (B, V) Exp(1)
-    return (probs / exponential).argmax(-1)
-
-
-def check_policy_vocab(policy_vocab_size: int, env_vocab_size: int) -> None:
-    """Raise when the policy's logits and the env's action space disagree."""
-    if policy_vocab_size != env_vocab_size:
-        raise ValueError(
-            f"the policy emits {policy_vocab_size} logits per token but the env's action space is "
-            f"Discrete({env_vocab_size}); actions are token ids, so they must agree. Build the policy on the "
-            "env's own model (the default), or resize its embeddings: "
-            f"model.resize_token_embeddings({env_vocab_size})"
-        )
 
 
 def _model_vocab_size(model: Any) -> int:
@@ -183,67 +92,6 @@ def _wrap_lora(model: nn.Module, lora_config: Any) -> nn.Module:
             f"lora_config must be a peft.LoraConfig, a dict of its fields, or None; got {lora_config!r}"
         )
     return peft.get_peft_model(model, lora_config)
-
-
-class BasePolicy(nn.Module):
-    """Base of textrl policies: a subclass implements :meth:`forward` (next-token logits) and may
-    override :meth:`predict_values`; sampling, evaluation and ``predict`` come from here.
-
-    Args:
-        temperature: the sampling temperature; log-probs are those of ``softmax(logits / temperature)``.
-    """
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    @property
-    def device(self) -> torch.device:
-        param = next(self.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-
-    def forward(self, obs: Obs) -> torch.Tensor:
-        """Raw next-token logits ``(B, V)``."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement forward(obs) -> next-token logits (B, V)"
-        )
-
-    def predict_values(self, obs: Obs) -> torch.Tensor | None:
-        """State values ``(B,)``, or None for a policy without a critic."""
-        return None
-
-    def act(
-        self, obs: Obs, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """Next tokens ``(B,)`` (no grad): sampled at the policy's temperature, or greedy."""
-        with torch.no_grad():
-            return sample_from_logits(self(obs), self.temperature, deterministic, generator)
-
-    def evaluate_actions(
-        self, obs: Obs, actions: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``(values (B,) | None, log_prob (B,), entropy (B,))`` of ``actions`` under the current policy (with grad)."""
-        logits = self(obs)  # (B, V)
-        actions = torch.as_tensor(actions, device=logits.device).long().reshape(-1)
-        return (
-            self.predict_values(obs),
-            token_logprobs(logits, actions, self.temperature),
-            token_entropy(logits, self.temperature),
-        )
-
-    def predict(
-        self,
-        obs: Obs,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, None]:
-        """Stable-Baselines3's ``predict``: numpy actions, shape ``()`` for one observation or ``(B,)``."""
-        _, _, batched = obs_to_tensors(obs)
-        actions = self.act(obs, deterministic=deterministic).cpu().numpy()
-        return (actions if batched else actions[0]), None
 
 
 class LMPolicy(BasePolicy):
@@ -317,6 +165,19 @@ class LMPolicy(BasePolicy):
             input_ids, attention_mask, response_start, return_entropy=True
         )
         return None, logprobs, entropy
+
+    def samples_from(self, model: nn.Module) -> bool:
+        """True when ``model`` is this policy's own LM (under any LoRA wrapper) and no subclass
+        changed how logits are made, so the env's cached forward of ``model`` samples for it."""
+        kind = type(self)
+        same_code = kind.forward is LMPolicy.forward and kind.sequence_logprobs is LMPolicy.sequence_logprobs
+        own: Any = self.model
+        base = own.get_base_model() if self.has_lora else own
+        return same_code and base is model
+
+    def reference_model(self) -> nn.Module | None:
+        """With LoRA, the policy's own model with the adapter switched off (no second copy of the weights)."""
+        return AdapterOffReference(self.model) if self.has_lora else None
 
     def reference_logprobs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
@@ -419,82 +280,22 @@ class LMActorCriticPolicy(LMPolicy):
     def _evaluate_sequence(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int, need_policy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        # Prompt columns no row uses change nothing: a shorter forward (and backward) without them.
-        input_ids, attention_mask, response_start = drop_common_padding(
-            input_ids, attention_mask, response_start
-        )
-        n_response = input_ids.shape[1] - response_start
-        mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
+        # The value of the state before response token t is read where its logits are: the hidden
+        # state of the column that predicts it. A shared head gets both from one forward.
         if self.critic is not None:
-            hidden = self._critic_hidden(input_ids, attention_mask)[:, response_start - 1 : -1]  # (B, T, H)
+            critic = teacher_forced(self.critic, input_ids, attention_mask, response_start, hidden=True)
+            assert critic.hidden is not None
+            values = critic.per_token(self._values(critic.hidden))  # (B, T)
             if not need_policy:
-                return self._values(hidden) * mask, None, None
+                return values, None, None
             logprobs, entropy = self.sequence_logprobs(
                 input_ids, attention_mask, response_start, return_entropy=True
             )
-            return self._values(hidden) * mask, logprobs, entropy
-        out = _run_lm(self.model, input_ids, attention_mask, keep=n_response + 1, hidden=True)
-        hidden = out.hidden_states[-1][:, response_start - 1 : -1]  # (B, T, H)
-        values = self._values(hidden) * mask
+            return values, logprobs, entropy
+        out = teacher_forced(self.model, input_ids, attention_mask, response_start, hidden=True)
+        assert out.hidden is not None and out.logits is not None
+        values = out.per_token(self._values(out.hidden))  # (B, T)
         if not need_policy:
             return values, None, None
-        logits = out.logits[:, -(n_response + 1) : -1]  # (B, T, V)
-        tokens = input_ids[:, response_start:]  # (B, T)
-        logprobs = token_logprobs(logits, tokens, self.temperature) * mask
-        return values, logprobs, token_entropy(logits, self.temperature) * mask
-
-
-def has_values(policy: Any) -> bool:
-    """False for a policy known to have no critic (a :class:`BasePolicy` that keeps ``predict_values``)."""
-    if hasattr(policy, "sequence_values"):
-        return True
-    if isinstance(policy, BasePolicy):
-        return type(policy).predict_values is not BasePolicy.predict_values
-    return True  # a protocol-only policy is checked when its first values come back
-
-
-POLICY_ALIASES: dict[str, type[nn.Module]] = {
-    "LMPolicy": LMPolicy,
-    "LMActorCriticPolicy": LMActorCriticPolicy,
-}
-
-
-def resolve_policy(policy: str | type) -> type:
-    """Turn an alias (``"LMPolicy"``) or a class into a policy class.
-
-    A class is accepted when it subclasses :class:`BasePolicy` or has every protocol method
-    (``forward``, ``act``, ``evaluate_actions``, ``predict_values``).
-
-    Raises:
-        ValueError: an unknown alias (with the closest known one).
-        TypeError: a class missing protocol methods (listed), or neither a string nor a class.
-    """
-    if isinstance(policy, str):
-        if policy in POLICY_ALIASES:
-            return POLICY_ALIASES[policy]
-        close = difflib.get_close_matches(policy, list(POLICY_ALIASES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown policy alias {policy!r}.{hint} Known aliases: {', '.join(POLICY_ALIASES)}; "
-            "or pass a policy class"
-        )
-    if not isinstance(policy, type):
-        raise TypeError(
-            f"policy must be an alias ({', '.join(POLICY_ALIASES)}) or a policy class, got {type(policy).__name__}; "
-            "pass the class itself and its arguments through policy_kwargs"
-        )
-    if issubclass(policy, BasePolicy):
-        return policy
-    missing = [
-        name
-        for name in PROTOCOL_METHODS
-        if not callable(getattr(policy, name, None))
-        or getattr(policy, name) is getattr(nn.Module, name, None)
-    ]
-    if missing:
-        raise TypeError(
-            f"policy class {policy.__name__} does not meet the textrl policy protocol: missing "
-            f"{', '.join(missing)}. Subclass agents.policies.BasePolicy (it provides act, evaluate_actions and "
-            "predict_values given forward) or define the missing methods"
-        )
-    return policy
+        logprobs = out.per_token(token_logprobs(out.logits, out.targets, self.temperature))
+        return values, logprobs, out.per_token(token_entropy(out.logits, self.temperature))

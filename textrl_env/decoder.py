@@ -1,0 +1,170 @@
+"""The vector env's KV-cached decoding: one forward per step of one new token per row.
+
+:class:`CachedDecoder` owns the model's key/value cache for a batch whose rows restart at different
+times, the mask of the cache slots each row attends to, each row's next position, and the
+next-token logits of the last forward. The vector env decides what a step means (Gymnasium's
+semantics, rewards, autoreset); this module only runs the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
+from textrl_env.logprobs import accepts_logits_to_keep, leading_padding, position_ids_from_mask
+
+# Switch for benchmarks: False always passes the 2D mask (see CachedDecoder._check_mask_4d).
+READY_4D_MASK = True
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The name under which ``model.forward`` takes a KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in
+    5.40); older versions know only ``past_key_values``. The signature says which one this is.
+    """
+    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # a C-implemented forward: assume today's transformers
+        return "cache"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The cache a forward returned (``out.cache`` since transformers 5.24, ``past_key_values`` before)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+class CachedDecoder:
+    """KV-cached forwards of ``model`` for ``num_rows`` rows (see the module docstring).
+
+    Args:
+        model: the causal LM the env generates with.
+        num_rows: rows of the batch.
+        seq_length: the env's observation length (prompt window + response slots).
+        vocab_size: logits per token.
+    """
+
+    def __init__(self, model: nn.Module, num_rows: int, seq_length: int, vocab_size: int) -> None:
+        device = next(model.parameters()).device
+        self.model = model
+        self.num_rows = num_rows
+        self.seq_length = seq_length
+        self.device = device
+        self.cache: Any = None
+        self.cache_mask = torch.zeros((num_rows, 0), dtype=torch.long, device=device)  # (N, S)
+        self.next_pos = torch.zeros(num_rows, dtype=torch.long, device=device)  # (N,)
+        self.next_token_logits = torch.zeros((num_rows, vocab_size), device=device)  # (N, V)
+        self._cache_kw = cache_keyword(model)
+        # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
+        self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
+
+    @property
+    def started(self) -> bool:
+        """Whether a full prefill has built the cache (the first reset)."""
+        return self.cache is not None
+
+    def clear(self) -> None:
+        """Forget the cache: the next prefill must cover every row."""
+        self.cache = None
+
+    @torch.no_grad()
+    def prefill(
+        self, rows: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, room: int
+    ) -> None:
+        """Run the prompts ``(R, P)`` of ``rows`` and splice their keys/values into the cache.
+
+        ``room``: response slots to allocate per row on a full prefill (one episode's worth).
+        """
+        # Only the columns some restarting row uses: padding in every row changes nothing.
+        width = prompt_ids.shape[1] - leading_padding(prompt_mask)
+        prompt_ids, prompt_mask = prompt_ids[:, -width:], prompt_mask[:, -width:]  # (R, width)
+        out = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=position_ids_from_mask(prompt_mask),
+            use_cache=True,
+            **self._last_logits_only,
+        )
+        new = output_cache(out)
+        if self.cache is None:  # a full reset: the prefill is the whole cache
+            # Room for one episode per row (what agents collect); autoresets past it grow the buffer.
+            self.cache = with_slot_layers(new, width + room)
+            self.cache_mask = torch.zeros((self.num_rows, width), dtype=torch.long, device=self.device)
+        else:
+            missing = width - self.cache_mask.shape[1]
+            if missing > 0:  # the new prompt is longer than the cache: give every row empty slots first
+                prepend_empty_slots(self.cache, missing)
+                self.cache_mask = torch.nn.functional.pad(self.cache_mask, (missing, 0))
+            splice_rows(self.cache, rows, new)
+        self.cache_mask[rows] = 0
+        self.cache_mask[rows, -width:] = prompt_mask
+        self.next_pos[rows] = prompt_mask.sum(-1)
+        self.next_token_logits[rows] = out.logits[:, -1].float()
+
+    @torch.no_grad()
+    def advance(
+        self, actions: torch.Tensor, continuing: torch.Tensor, all_continue: bool, pad_id: int
+    ) -> None:
+        """One cached forward of the new token of every continuing row; others add a masked slot.
+
+        ``all_continue`` (known on the host) skips the row selection when every row goes on.
+        """
+        tokens = (actions if all_continue else torch.where(continuing, actions, pad_id)).unsqueeze(1)
+        self.cache_mask = torch.cat([self.cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
+        inputs = {"input_ids": tokens, "position_ids": self.next_pos.unsqueeze(1), "use_cache": True}
+        if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
+            self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
+        # One query token attends to the cache slots its mask allows: that is the whole 4D mask,
+        # so the model need not rebuild it from the 2D mask every step.
+        mask = (
+            self.cache_mask.bool()[:, None, None, :] if self._mask_4d else self.cache_mask
+        )  # (N, 1, 1, S + 1)
+        out = self.model(**inputs, attention_mask=mask, **{self._cache_kw: self.cache})
+        self.cache = output_cache(out)
+        logits = out.logits[:, -1].float()  # (N, V)
+        self.next_token_logits = (
+            logits if all_continue else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
+        )
+        self.next_pos += continuing.long()
+        self._compact()
+
+    def _check_mask_4d(self, inputs: dict[str, Any]) -> bool:
+        """Whether the model gives the same logits (to rounding) for a ready boolean 4D mask as for the 2D one.
+
+        transformers passes a 4D mask through unchanged; attention kernels that read it as a
+        boolean keep-mask (SDPA) then skip rebuilding it each step. Checked once on a copy of the
+        cache, so a model that reads masks differently just keeps the 2D path.
+        """
+        if getattr(self.model.config, "_attn_implementation", None) != "sdpa":
+            return False
+        try:
+            copy_2d, copy_4d = copy.deepcopy(self.cache), copy.deepcopy(self.cache)
+            reference = self.model(
+                **inputs, attention_mask=self.cache_mask, **{self._cache_kw: copy_2d}
+            ).logits
+            mask = self.cache_mask.bool()[:, None, None, :]
+            candidate = self.model(**inputs, attention_mask=mask, **{self._cache_kw: copy_4d}).logits
+        except (RuntimeError, ValueError, TypeError):
+            return False
+        try:  # equal up to rounding: on a GPU the two masks may pick attention kernels that round differently
+            torch.testing.assert_close(candidate, reference)
+        except AssertionError:
+            return False
+        return True
+
+    def _compact(self) -> None:
+        """Drop cache slots no row attends to, so the cache stays about one episode long."""
+        width = self.cache_mask.shape[1]
+        if width < 2 * self.seq_length:
+            return
+        first = leading_padding(self.cache_mask)  # host sync, but only once per ~episode length of steps
+        drop_leading_slots(self.cache, first)
+        self.cache_mask = self.cache_mask[:, first:]
