@@ -27,17 +27,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from agents import distributed, fsdp
+from agents.collect import Episodes, collect_episodes
+from agents.policies import protocol
 from reward_models.shaping import RunningMeanStd
+from textrl_env import TextGenerationVectorEnv
 
 Strategy = Literal["ddp", "fsdp"]
+OptimizerT = TypeVar("OptimizerT", bound=torch.optim.Optimizer)
 STRATEGIES: tuple[str, ...] = ("ddp", "fsdp")
 
 
@@ -109,6 +115,8 @@ class DataParallel:
         self.strategy = strategy
         self.info = distributed.setup()
         self.view: DataParallelPolicy | None = None
+        self._pending: tuple[nn.Module, nn.Module, nn.Module | None] | None = None
+        self._sharded: nn.Module | None = None  # the FSDP-sharded policy, once sharded
         self._weight: torch.Tensor | None = None  # this rank's loss weight for the current minibatch
 
     @property
@@ -141,21 +149,57 @@ class DataParallel:
             return seed
         return distributed.broadcast_int(int(torch.randint(2**31, (1,))))
 
+    def spread_global_rngs(self) -> None:
+        """Give each rank its own Python, NumPy and torch global streams (after seeding or loading).
+
+        They are equal on every rank until here (the policy is built from the same seed everywhere);
+        one shared draw, offset by the rank, makes them distinct and reproducible.
+        """
+        if not self.enabled:
+            return
+        seed = distributed.rank_seed(int(torch.randint(2**31, (1,))))
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
     def wrap(
-        self, policy: nn.Module, reference: nn.Module | None, model: nn.Module, lora: bool, find_unused: bool
+        self, policy: nn.Module, model: nn.Module, reference: nn.Module | None, find_unused: bool
     ) -> None:
-        """DDP view or FSDP2 sharding of the policy (and, with FSDP, the reference); call before the optimizer."""
+        """The DDP view of the policy now; with FSDP, sharding of the policy and the reference at :meth:`ready`.
+
+        Args:
+            policy: the trainable policy.
+            model: the env's language model (the policy's own).
+            reference: the env's frozen KL reference.
+            find_unused: whether the loss leaves some trainable parameters out (DDP's flag).
+        """
         if not self.enabled:
             return
         if self.strategy == "ddp":
             self.view = DataParallelPolicy(policy, find_unused_parameters=find_unused)
             return
-        if lora:
+        if protocol.reference_model(policy) is not None:
             raise ValueError(
                 "data_parallel='fsdp' with a LoRA policy is not supported: the adapter is small and the "
                 "reference is the base model itself; use data_parallel='ddp'"
             )
+        # Sharded on first use, so that Algo.load fills the plain modules and optimizer first.
+        self._pending = (policy, model, reference)
+
+    def ready(self, optimizer: OptimizerT) -> OptimizerT:
+        """FSDP: shard now (every rank together) and rebuild ``optimizer`` over the shards, keeping its state."""
+        if self._pending is None:
+            return optimizer
+        policy, model, reference = self._pending
+        self._pending = None
+        state = optimizer.state_dict()
         fsdp.shard_policy(policy, model, reference)
+        self._sharded = policy
+        params = [p for p in policy.parameters() if p.requires_grad]
+        rebuilt = type(optimizer)(params, **optimizer.defaults)
+        if state["state"]:
+            fsdp.load_full_optimizer_state(policy, rebuilt, state)
+        return rebuilt
 
     # ------------------------------------------------------------------ rollouts
 
@@ -173,14 +217,34 @@ class DataParallel:
         """This rank's token sampler for one rollout (the shared one itself in a single process)."""
         return distributed.rank_generator(shared)
 
-    def end_rollout(self, error: BaseException | None, env_steps: int) -> int:
-        """Every rank at the end of its rollout: raise together on an error; the longest rollout's steps."""
-        distributed.agree(error, phase="rollout")
-        return distributed.max_int(env_steps)
+    def collect(
+        self,
+        env: TextGenerationVectorEnv,
+        global_prompts: Sequence[str],
+        act: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
+        shared: torch.Generator,
+        on_step: Callable[[], bool],
+        modules: Sequence[nn.Module],
+    ) -> Episodes | None:
+        """One rollout of this rank's rows, then ``on_step`` once per step of the longest rollout.
 
-    def agree_stop(self, error: BaseException | None, stop: bool) -> bool:
-        """Whether any rank's callbacks asked to stop (raising together if one of them raised)."""
-        return distributed.agree(error, stop, phase="callbacks")
+        Every rank returns together: with the episodes, with None when a callback on any rank asked
+        to stop, or by raising when any rank failed (the reward function, the env, a callback).
+        """
+        episodes, error = None, None
+        try:
+            with self.rollout(*modules):
+                episodes = collect_episodes(env, self.prompts(global_prompts), act, self.sampler(shared))
+        except Exception as exc:  # brought to every rank by agree()
+            error = exc
+        distributed.agree(error, phase="rollout")
+        assert episodes is not None
+        steps, stop, error = distributed.max_int(episodes.env_steps), False, None
+        try:
+            stop = not all(on_step() for _ in range(steps))  # all() stops at the first False
+        except Exception as exc:
+            error = exc
+        return None if distributed.agree(error, stop, phase="callbacks") else episodes
 
     # ------------------------------------------------------------------ updates
 
@@ -227,6 +291,18 @@ class DataParallel:
     def log_folder(self, folder: str | os.PathLike | None) -> str | os.PathLike | None:
         """Only rank 0 logs to files (and to the console)."""
         return folder if self.is_main else None
+
+    def save(self, policy: nn.Module, optimizer: torch.optim.Optimizer, write: Callable[..., None]) -> None:
+        """Every rank: gather what FSDP sharded (collectives), then ``write(optimizer_state, policy_state)`` on rank 0.
+
+        Unsharded, ``write()`` runs on rank 0 alone. Either way a failure raises on every rank.
+        """
+        if self._sharded is None:
+            self.on_main(write, phase="checkpoint save")
+            return
+        optimizer_state = fsdp.full_optimizer_state(policy, optimizer)
+        policy_state = fsdp.full_state_dict(policy)
+        self.on_main(lambda: write(optimizer_state, policy_state), phase="checkpoint save")
 
     def on_main(self, write: Callable[[], None], phase: str) -> None:
         """Run ``write`` on rank 0 while the others wait; if it raises, every rank raises."""
