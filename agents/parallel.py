@@ -26,6 +26,7 @@ pass-through, so single-process runs are exactly what they were. Under ``torchru
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -62,6 +63,14 @@ class _Router(nn.Module):
         return fn(self.policy, *args, **kwargs)
 
 
+# torch 2.13 renamed DDP's broadcast_buffers (now deprecated) to forward_sync_buffers.
+_NO_BUFFER_SYNC: dict[str, Any] = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
 class DataParallelPolicy:
     """The view of a policy whose training calls average gradients over the ranks (DDP).
 
@@ -85,7 +94,7 @@ class DataParallelPolicy:
         self.ddp = DistributedDataParallel(
             _Router(policy),
             device_ids=None if device.type == "cpu" else [device],
-            broadcast_buffers=False,  # a policy's buffers are constants (masks, rotary tables)
+            **_NO_BUFFER_SYNC,  # a policy's buffers are constants (masks, rotary tables)
             find_unused_parameters=find_unused_parameters,
         )
 

@@ -14,7 +14,6 @@ class RNGStateError(ValueError):
     """A saved RNG state that does not hold what is asked of it."""
 
 
-
 def get_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) global RNG states, plus named ``torch.Generator`` states.
 
@@ -57,5 +56,3 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
         if key not in saved:
             raise RNGStateError(f"no saved state for generator {key!r}; the checkpoint has {sorted(saved)}")
         gen.set_state(saved[key])
-
-

@@ -58,7 +58,9 @@ def test_update_gradient_matches_hand_built_loss() -> None:
         return torch.tensor(0.0)
 
     agent.step_optimizer = capture  # type: ignore[method-assign]
-    parts = SequenceRewards(score=rewards, kl=torch.zeros_like(episodes.kl), kl_coef=0.0, scale=1.0, total=rewards)
+    parts = SequenceRewards(
+        score=rewards, kl=torch.zeros_like(episodes.kl), kl_coef=0.0, scale=1.0, total=rewards
+    )
     stats = agent._update(episodes, parts)
     assert len(captured) == len(expected_grads)
     for got, want in zip(captured, expected_grads, strict=True):

@@ -43,7 +43,9 @@ def test_kl_target_steers_the_controller_and_target_kl_is_every_algorithms_early
     assert agent.kl_controller.state_dict()["target"] == 2.0
     assert agent.config.target_kl == 0.01
     for algo in (REINFORCE, RLOO, PPO):
-        assert "target_kl" in algo.config_class.field_names() and "kl_target" in algo.config_class.field_names()
+        assert (
+            "target_kl" in algo.config_class.field_names() and "kl_target" in algo.config_class.field_names()
+        )
 
 
 @pytest.mark.parametrize("algo", [RLOO, REINFORCE])
@@ -74,7 +76,9 @@ def test_the_vector_env_names_logits_source_for_the_old_policy_logits() -> None:
 
 def test_sequence_rewards_keep_their_parts() -> None:
     env = make_ppo_env(num_envs=4)
-    kl = torch.tensor([[0.2, 0.4, 0.1, 0.3], [0.5, -0.1, 0.0, 0.0], [0.1, 0.1, 0.1, 0.1], [0.3, 0.0, 0.0, 0.0]])
+    kl = torch.tensor(
+        [[0.2, 0.4, 0.1, 0.3], [0.5, -0.1, 0.0, 0.0], [0.1, 0.1, 0.1, 0.1], [0.3, 0.0, 0.0, 0.0]]
+    )
     episodes = make_episodes(env, [4, 2, 4, 1], [1.0, -0.5, 0.25, 0.75], kl)
     parts = sequence_rewards(episodes, kl_coef=0.5, missing_eos=1.0)
     # Rows 0 and 2 hit the length limit (no EOS): the penalty comes off their scores.

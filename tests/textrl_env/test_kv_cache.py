@@ -132,7 +132,9 @@ def test_the_vector_env_decodes_an_episode_without_reallocating_its_cache() -> N
         envs.step(torch.tensor([5, 6, 7]))  # no EOS: every row runs all 6 tokens
     assert all(type(layer) is SlotLayer for layer in envs._decoder.cache.layers)
     # The same buffer objects: every append was written in place.
-    assert all(layer._key_buffer is buffer for layer, buffer in zip(envs._decoder.cache.layers, buffers, strict=True))
+    assert all(
+        layer._key_buffer is buffer for layer, buffer in zip(envs._decoder.cache.layers, buffers, strict=True)
+    )
 
 
 def test_values_with_another_head_size_append_in_place() -> None:
