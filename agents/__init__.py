@@ -17,7 +17,6 @@ from agents.base import BaseAlgorithm
 from agents.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.config import AlgoConfig
-from agents.evaluation import Evaluation
 from agents.logger import Logger
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from agents.policies import (
@@ -34,6 +33,7 @@ from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rewards import SequenceRewards
 from agents.rloo import RLOO, RLOOConfig
 from agents.rollout import mask_after_eos
+from agents.sampling import Evaluation
 from agents.sb3 import TextRLSB3Policy
 
 __all__ = [

@@ -25,12 +25,12 @@ from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
-from agents.evaluation import Evaluation, evaluate_prompts
 from agents.logger import Logger
 from agents.losses import mean_stats
 from agents.parallel import DataParallel
 from agents.policies import protocol
 from agents.rewards import SequenceRewards, sequence_rewards
+from agents.sampling import Evaluation, evaluate_prompts
 from agents.saving import load_agent, save_agent
 from reward_models.kl_control import make_kl_controller
 from textrl_env import TextGenerationVectorEnv

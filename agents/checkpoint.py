@@ -124,15 +124,14 @@ def _json_config(config: Any) -> dict[str, Any]:
 
 
 def _save_policy(policy: nn.Module, root: Path, state: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
-    model = policy.model if isinstance(policy, LMPolicy) else None
+    model: Any = policy.model if isinstance(policy, LMPolicy) else None  # a transformers (or peft) model
     given, state = state is not None, policy.state_dict() if state is None else state
     if model is not None and hasattr(model, "save_pretrained"):
-        pretrained: Any = model
         if given:  # the full weights of a sharded model, gathered by the caller
             own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-            pretrained.save_pretrained(root / MODEL_DIR, state_dict=own)
+            model.save_pretrained(root / MODEL_DIR, state_dict=own)
         else:
-            pretrained.save_pretrained(root / MODEL_DIR)
+            model.save_pretrained(root / MODEL_DIR)
         tokenizer = policy.tokenizer if isinstance(policy, LMPolicy) else None
         if tokenizer is not None:
             tokenizer.save_pretrained(root / MODEL_DIR)

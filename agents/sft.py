@@ -1,8 +1,9 @@
 """Supervised fine-tuning on (prompt, response) demonstrations: the first stage of the RLHF pipeline.
 
-Batches use the environment's layout -- a left-padded prompt block, then the response (plus EOS),
-right-padded -- so the model learns in exactly the layout it later acts in, and the loss is the
-same teacher-forced :func:`textrl_env.logprobs.sequence_logprobs` the agents use, on response tokens only.
+Batches use the environment's layout -- a left-padded prompt block encoded as the env encodes
+prompts, then the response (plus EOS), right-padded -- so the model learns in exactly the layout it
+later acts in, and the loss is the same teacher-forced :func:`textrl_env.logprobs.sequence_logprobs`
+the agents use, on response tokens only.
 
 From the command line::
 
@@ -26,7 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from agents.checkpoint import atomic_directory
+from agents.config import _help
 from agents.losses import masked_mean
+from reward_models.encoding import encode_continuation, encode_prompts
 from reward_models.jsonl import read_jsonl_records, record_problem
 from textrl_env.logprobs import sequence_logprobs
 
@@ -78,17 +81,19 @@ def read_demonstrations(
 class SFTConfig:
     """Supervised fine-tuning settings."""
 
-    learning_rate: float = 5e-5
-    num_epochs: int = 3
-    batch_size: int = 8
-    max_prompt_tokens: int | None = None  # keep the prompt's last N tokens (None: all)
-    max_response_tokens: int | None = None  # keep the response's first N tokens, EOS included (None: all)
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-5  # the RLHF checklist's eps, as in the RL stage
-    max_grad_norm: float | None = 1.0  # gradient clipping; None turns it off
-    seed: int = 0  # seeds the shuffle (and dropout, when on)
-    device: str | None = None  # None: wherever the model already is
-    dropout: bool = False  # off by default: the RL stage runs the model with dropout off, too
+    learning_rate: float = _help("AdamW learning rate.", 5e-5)
+    num_epochs: int = _help("passes over the demonstrations.", 3)
+    batch_size: int = _help("demonstrations per optimizer step.", 8)
+    max_prompt_tokens: int | None = _help("keep the prompt's last N tokens; None keeps all.", None)
+    max_response_tokens: int | None = _help(
+        "keep the response's first N tokens, EOS included; None keeps all.", None
+    )
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    adam_eps: float = _help("Adam epsilon; 1e-5, the RLHF checklist's, as in the RL stage.", 1e-5)
+    max_grad_norm: float | None = _help("gradient norm clip; None turns clipping off.", 1.0)
+    seed: int = _help("seeds the shuffle (and dropout, when on).", 0)
+    device: str | None = _help("cpu, cuda, ...; None: wherever the model already is.", None)
+    dropout: bool = _help("train with dropout on; off by default, as the RL stage runs the model.", False)
 
     def __post_init__(self) -> None:
         positive = {
@@ -124,17 +129,16 @@ def tokenize_demonstrations(
 ) -> list[tuple[list[int], list[int]]]:
     """``(prompt_ids, response_ids + [EOS])`` per demonstration.
 
-    The prompt is tokenized as the env tokenizes prompts (with the tokenizer's special tokens, e.g. a
-    BOS); the response without them, followed by EOS so the model learns to stop.
+    The prompt goes through the env's own prompt encoder (:func:`reward_models.encoding.encode_prompts`:
+    the tokenizer's leading special tokens such as a BOS, then the prompt; a cut keeps the BOS and the
+    prompt's end); the response has no special tokens and is followed by EOS so the model learns to stop.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so responses can end")
     examples = []
-    for i, demo in enumerate(demos):
-        prompt = list(tokenizer(demo.prompt)["input_ids"])
-        if max_prompt_tokens is not None:
-            prompt = prompt[-max_prompt_tokens:]
+    prompts = encode_prompts(tokenizer, [demo.prompt for demo in demos], max_prompt_tokens)
+    for i, (demo, prompt) in enumerate(zip(demos, prompts, strict=True)):
         if not prompt:
             if tokenizer.bos_token_id is None:
                 raise ValueError(
@@ -142,7 +146,7 @@ def tokenize_demonstrations(
                     "give it a prompt (the first response token needs something to be predicted from)"
                 )
             prompt = [tokenizer.bos_token_id]
-        response = list(tokenizer(demo.response, add_special_tokens=False)["input_ids"]) + [eos]
+        response = encode_continuation(tokenizer, demo.response) + [eos]
         if max_response_tokens is not None:
             response = response[:max_response_tokens]
         examples.append((prompt, response))

@@ -8,8 +8,8 @@ the policy, and they must agree on every number:
   whole response (used in the update). If the two disagree, the update's importance ratio is not 1
   on fresh samples and the gradient points the wrong way.
 
-Because this policy's logits are not the env model's, the agent switches the env to
-``policy_logits="external"`` and hands it the policy's logits before every step, so the env's
+Because this policy's logits are not the env model's, the agent attaches it to the env with
+``logits_source="policy"`` and hands it the policy's logits before every step, so the env's
 ``info["logprobs"]`` and its KL penalty are the custom policy's. The reference stays the env's frozen
 copy of the starting LM; the head's last layer starts at zero, so the policy starts as that LM (KL 0).
 

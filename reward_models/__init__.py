@@ -26,7 +26,7 @@ from reward_models.preferences import (
     read_preferences,
     write_preferences,
 )
-from reward_models.protocol import RewardModel, compute_rewards
+from reward_models.protocol import ResolvedReward, RewardModel, compute_rewards, resolve_reward
 from reward_models.shaping import (
     RunningMeanStd,
     kl_penalty,
@@ -34,7 +34,13 @@ from reward_models.shaping import (
     shaped_rewards,
     whiten,
 )
-from reward_models.training import RewardTrainingResult, evaluate_pairs, preference_loss, train_reward_model
+from reward_models.training import (
+    RewardTrainingConfig,
+    RewardTrainingResult,
+    evaluate_pairs,
+    preference_loss,
+    train_reward_model,
+)
 
 __all__ = [
     "AdaptiveKLController",
@@ -46,7 +52,9 @@ __all__ = [
     "PreferenceFileWarning",
     "PreferencePair",
     "RegexReward",
+    "ResolvedReward",
     "RewardModel",
+    "RewardTrainingConfig",
     "RewardTrainingResult",
     "RunningMeanStd",
     "SentimentReward",
@@ -61,6 +69,7 @@ __all__ = [
     "missing_eos_penalty",
     "preference_loss",
     "read_preferences",
+    "resolve_reward",
     "shaped_rewards",
     "train_reward_model",
     "whiten",

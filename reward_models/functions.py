@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from reward_models.protocol import RewardModel, compute_rewards, reward_name
+from reward_models.protocol import RewardModel, compute_rewards, resolve_reward, reward_name
 
 
 def check_texts(prompts: Sequence[Any], completions: Sequence[Any], name: str) -> None:
@@ -228,6 +228,7 @@ class RegexReward:
 class WeightedSumReward:
     """``sum_i weight_i * reward_i(prompts, completions)``, each part validated on its own.
 
+    Parts may use textrl's or TRL's calling convention (see :func:`~reward_models.protocol.resolve_reward`).
     Each part goes through :func:`compute_rewards`, so a part that returns NaN, infinity or the wrong
     number of scores is named in the error. Keyword arguments reach every part.
 
@@ -254,11 +255,12 @@ class WeightedSumReward:
                     f"weight {part[1]!r} of {reward_name(part[0])!r} is invalid; expected a finite number"
                 )
         self.parts = [(reward, float(weight)) for reward, weight in parts]
+        self._resolved = [(resolve_reward(reward), weight) for reward, weight in self.parts]
         self.name = "+".join(f"{weight:g}*{reward_name(reward)}" for reward, weight in self.parts)
 
     def __call__(self, prompts: list[str], completions: list[str], **kwargs: Any) -> torch.Tensor:
         check_texts(prompts, completions, self.name)
         total = torch.zeros(len(completions), dtype=torch.float32)
-        for reward, weight in self.parts:
+        for reward, weight in self._resolved:
             total += weight * compute_rewards(reward, prompts, completions, **kwargs)
         return total

@@ -1,8 +1,9 @@
 """A learned reward model: any ``AutoModelForSequenceClassification`` with one output, behind the protocol.
 
 Text is the interface: the reward model has its own tokenizer, so it can differ from the policy's.
-It scores ``prompt + separator + completion`` at the last real token, in batches, without
-gradients and with dropout off, on any device. An affine ``gain * score + bias`` on top lets
+It scores the prompt (encoded as the env encodes prompts), then ``separator + completion``, at
+the last real token (an appended EOS for decoder models), in batches, without gradients and with
+dropout off, on any device. An affine ``gain * score + bias`` on top lets
 :meth:`LearnedRewardModel.normalize_to` give a starting policy's samples mean 0 and std 1.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 
 from reward_models.checks import check_positive_ints
 from reward_models.functions import check_texts
-from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
+from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
 
 # Written beside the weights; holds what transformers' config does not: the normalisation.
 SETTINGS_FILE = "textrl_reward.json"
@@ -68,7 +69,23 @@ def load_reward_backbone(
         )
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    if not os.path.exists(model) and os.path.isabs(model):
+        raise FileNotFoundError(
+            f"reward model {os.fspath(model)} not found; pass the directory train_reward_model() (`textrl rm`) saved"
+        )
     config = AutoConfig.from_pretrained(model)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if (
+        num_labels_check
+        and architectures
+        and not any(a.endswith("ForSequenceClassification") for a in architectures)
+    ):
+        # Loading it anyway would attach a randomly initialised score head: a reward of noise.
+        raise ValueError(
+            f"{os.fspath(model)} holds a {architectures[0]}, not a sequence classifier; a reward model is an "
+            "AutoModelForSequenceClassification with one output. Train one from it with train_reward_model() "
+            "(`textrl rm PAIRS.jsonl --model ...`) and pass that directory"
+        )
     if num_labels_check and config.num_labels != 1:
         raise ValueError(
             f"{os.fspath(model)} has num_labels={config.num_labels}; a reward model needs exactly one output. "
@@ -191,13 +208,13 @@ class LearnedRewardModel:
     def raw_scores(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
         """``(B,)`` float32 CPU scores before gain and bias."""
         check_texts(prompts, completions, self.name)
-        texts = [p + self.separator + c for p, c in zip(prompts, completions, strict=True)]
         chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start : start + self.batch_size]
-            ids, mask = encode_for_scoring(
-                self.model, self.tokenizer, batch, self.max_length, self.device, self.append_eos
-            )
+        for start in range(0, len(completions), self.batch_size):
+            end = start + self.batch_size
+            ids, mask = encode_completions_for_scoring(
+                self.model, self.tokenizer, prompts[start:end], completions[start:end],
+                self.max_length, self.device, self.append_eos, self.separator,
+            )  # fmt: skip
             chunks.append(self.score_tokens(ids, mask).cpu())
         return torch.cat(chunks) if chunks else torch.zeros(0)
 
@@ -219,7 +236,9 @@ class LearnedRewardModel:
                 f"normalize_to() needs at least 2 samples to measure a spread; got {raw.numel()}"
             )
         mean, std = float(raw.mean()), float(raw.std())
-        if not std > 1e-12:
+        # Scores are float32: identical texts in one batch can differ in the last bits (the kernels
+        # block rows differently), so a spread within float32 rounding of the mean is no spread.
+        if not std > 1e-6 * max(1.0, abs(mean)):
             raise ValueError(
                 f"all {raw.numel()} samples score {mean:.6g}, so there is no spread to normalise; "
                 "pass more varied completions (e.g. sampled with temperature 1)"

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from reward_models.checks import check_positive_ints
+from reward_models.encoding import encode_prompts
 from reward_models.preferences import PreferencePair
-from reward_models.protocol import RewardModel, compute_rewards, reward_name
+from reward_models.protocol import RewardModel, compute_rewards, resolve_reward, reward_name
 from reward_models.scoring import pad_id
 
 
@@ -25,9 +26,12 @@ def _left_padded(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` of ``(B, T)``, left-padded so every prompt ends at the same column.
 
-    Empty prompts become a single BOS (or EOS) token. Padding by hand leaves the user's tokenizer (and its ``padding_side``) untouched.
+    Prompts go through the one prompt encoder the env and SFT use
+    (:func:`~reward_models.encoding.encode_prompts`), so pairs are sampled from the prompt layout the
+    policy is trained on. Empty prompts become a single BOS (or EOS) token. Padding by hand leaves the user's tokenizer (and its ``padding_side``)
+    untouched.
     """
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = encode_prompts(tokenizer, prompts)
     fill = pad_id(tokenizer)
     # An empty prompt still needs one token to condition on: the BOS (GPT-2 style: its EOS).
     start = getattr(tokenizer, "bos_token_id", None)
@@ -130,6 +134,7 @@ def generate_preference_pairs(
         raise ValueError(f"temperature={temperature!r} is invalid; expected a finite number > 0")
     if not (math.isfinite(min_margin) and min_margin >= 0):
         raise ValueError(f"min_margin={min_margin!r} is invalid; expected a finite number >= 0")
+    gold = resolve_reward(gold_reward)  # textrl's or TRL's calling convention, decided once
     target = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(target)
     model.eval()
@@ -145,7 +150,7 @@ def generate_preference_pairs(
             first, second = sample_pairs_of_completions(
                 model, tokenizer, batch, max_new_tokens, temperature, target
             )
-            scores = compute_rewards(gold_reward, batch + batch, first + second)  # (2B,)
+            scores = compute_rewards(gold, batch + batch, first + second)  # (2B,)
             gap = scores[: len(batch)] - scores[len(batch) :]  # (B,) first minus second
             for prompt, a, b, d in zip(batch, first, second, gap.tolist(), strict=True):
                 if abs(d) < min_margin or not a.strip() or not b.strip():

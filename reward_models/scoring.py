@@ -5,6 +5,9 @@ and runs over every token) are read at the last token whose attention mask is 1.
 from the mask, not from searching for pad ids, so left and right padding give the same scores and
 a pad id equal to EOS does not hide a real final EOS. Encoder models (BERT-style, pooling the first
 token) go through their own forward.
+
+Decoder models read the prompt as the env, SFT and preference pairs encode it (the one prompt
+encoder, :mod:`reward_models.encoding`), then the completion's tokens, then an EOS to score at.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from reward_models.encoding import encode_prompts, leading_special_tokens, truncate_left
 
 
 def check_single_label(model: nn.Module) -> None:
@@ -51,6 +56,31 @@ def is_decoder_head(model: nn.Module) -> bool:
     )
 
 
+def right_pad(
+    rows: Sequence[list[int]], fill: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of shape ``(B, T)`` on ``device``; an empty row keeps one position."""
+    # An empty text (e.g. an empty prompt and completion) still needs one position to read a score at.
+    rows = [ids if ids else [fill] for ids in rows]
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), fill, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _end_with_eos(rows: list[list[int]], tokenizer: Any) -> list[list[int]]:
+    """Append the tokenizer's EOS to every row that does not already end with it (no-op without an EOS)."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if not isinstance(eos, int):
+        return rows
+    # Score at an EOS, as reward models usually are: the last position then holds the same token
+    # for every text, so the score reads what attention gathered, not the identity of the last word.
+    return [ids if ids and ids[-1] == eos else [*ids, eos] for ids in rows]
+
+
 def tokenize_texts(
     tokenizer: Any,
     texts: Sequence[str],
@@ -59,7 +89,11 @@ def tokenize_texts(
     keep_end: bool = True,
     append_eos: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize and right-pad ``texts`` into ``(input_ids, attention_mask)`` on ``device``.
+    """Tokenize whole ``texts`` with the tokenizer's own special-token template and right-pad them.
+
+    This is the encoder-model path (a BERT-style classifier was trained with its ``[CLS] ... [SEP]``
+    template); decoder reward models read prompts through the one prompt encoder instead, see
+    :func:`encode_completions_for_scoring`.
 
     Args:
         tokenizer: any Hugging Face tokenizer (its own padding side is ignored).
@@ -75,23 +109,46 @@ def tokenize_texts(
     Returns:
         Two int64 tensors of shape ``(B, T)``; every row has at least one token.
     """
-    encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    fill = pad_id(tokenizer)
-    eos = getattr(tokenizer, "eos_token_id", None) if append_eos else None
-    if isinstance(eos, int):
-        # Score at an EOS, as reward models usually are: the last position then holds the same token
-        # for every text, so the score reads what attention gathered, not the identity of the last word.
-        encoded = [ids if ids and ids[-1] == eos else [*ids, eos] for ids in encoded]
+    encoded = [list(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    if append_eos:
+        encoded = _end_with_eos(encoded, tokenizer)
     rows = [ids[-max_length:] if keep_end else ids[:max_length] for ids in encoded]
-    # An empty text (e.g. an empty prompt and completion) still needs one position to read a score at.
-    rows = [ids if ids else [fill] for ids in rows]
-    width = max(len(ids) for ids in rows)
-    input_ids = torch.full((len(rows), width), fill, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-    for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[i, : len(ids)] = 1
-    return input_ids.to(device), attention_mask.to(device)
+    return right_pad(rows, pad_id(tokenizer), device)
+
+
+def encode_completions_for_scoring(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_length: int,
+    device: torch.device | str,
+    append_eos: bool = True,
+    separator: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of ``(B, T)``: each prompt, ``separator`` and completion, as ``model`` reads them.
+
+    Decoder heads read the prompt exactly as the env, SFT and preference pairs encode it
+    (:func:`~reward_models.encoding.encode_prompts`: the tokenizer's leading special tokens, then the
+    prompt), followed by ``separator + completion`` without special tokens (the layout the policy
+    generated in) and, with ``append_eos``, an EOS to score at. A text longer than ``max_length``
+    keeps its leading special tokens and its end. Encoders (pooling their first token) get the whole
+    text with their tokenizer's own template, cut at the end, and no extra EOS.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion"
+        )
+    if not is_decoder_head(model):
+        texts = [p + separator + c for p, c in zip(prompts, completions, strict=True)]
+        return tokenize_texts(tokenizer, texts, max_length, device, keep_end=False)
+    n_leading = len(leading_special_tokens(tokenizer))
+    tails = tokenizer([separator + c for c in completions], add_special_tokens=False)["input_ids"]
+    rows = [head + list(tail) for head, tail in zip(encode_prompts(tokenizer, prompts), tails, strict=True)]
+    if append_eos:
+        rows = _end_with_eos(rows, tokenizer)
+    rows = [truncate_left(ids, max_length, n_leading) for ids in rows]
+    return right_pad(rows, pad_id(tokenizer), device)
 
 
 def encode_for_scoring(
@@ -102,15 +159,9 @@ def encode_for_scoring(
     device: torch.device | str,
     append_eos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`tokenize_texts` with the choices that suit ``model``.
-
-    Decoder heads keep the end of long texts and, with ``append_eos``, are scored at an appended EOS.
-    Encoders keep the start (their pooled first token) and get no extra EOS: their tokenizer already
-    adds the special tokens they were trained with.
-    """
-    decoder = is_decoder_head(model)
-    return tokenize_texts(
-        tokenizer, texts, max_length, device, keep_end=decoder, append_eos=append_eos and decoder
+    """:func:`encode_completions_for_scoring` of whole texts (each read as a prompt with no completion)."""
+    return encode_completions_for_scoring(
+        model, tokenizer, texts, [""] * len(texts), max_length, device, append_eos
     )
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from reward_models.checks import check_positive_ints
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
-from reward_models.scoring import check_single_label, encode_for_scoring, sequence_scores
+from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -64,6 +64,38 @@ class RewardTrainingResult:
         """
         kwargs.setdefault("append_eos", self.append_eos)
         return LearnedRewardModel(self.model, self.tokenizer, **kwargs)
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RewardTrainingConfig:
+    """The hyperparameters of :func:`train_reward_model` as a dataclass (``textrl rm`` makes its flags from it).
+
+    ``train_reward_model(model, tokenizer, pairs, **dataclasses.asdict(config))`` trains with them.
+    """
+
+    eval_fraction: float = _help("share of the pairs held out for accuracy when no eval file is given.", 0.1)
+    epochs: int = _help("passes over the training pairs.", 1)
+    batch_size: int = _help("pairs per optimiser step (2x as many texts).", 16)
+    learning_rate: float = _help("AdamW learning rate.", 5e-5)
+    margin: float = _help("subtracted from r_chosen - r_rejected in the loss (>= 0 asks for a gap).", 0.0)
+    center_rewards_coef: float = _help("weight of (r_chosen + r_rejected)^2, keeping rewards near 0.", 0.0)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    max_length: int = _help("longest tokenized text kept.", 512)
+    append_eos: bool = _help("score at an EOS appended to every text (the usual reward-model setup).", True)
+    seed: int = _help("seeds the held-out split and the shuffle.", 0)
+
+    def __post_init__(self) -> None:
+        _check_hyperparameters(
+            self.epochs, self.batch_size, self.learning_rate, self.margin, self.center_rewards_coef
+        )
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(
+                f"eval_fraction={self.eval_fraction!r} is invalid; expected 0 <= eval_fraction < 1"
+            )
 
 
 def preference_loss(
@@ -117,8 +149,11 @@ def pair_scores(
     append_eos: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(r_chosen, r_rejected)``, each ``(B,)``, from one forward pass over the ``2B`` texts."""
-    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    ids, mask = encode_for_scoring(model, tokenizer, texts, max_length, device, append_eos)
+    prompts = [p.prompt for p in pairs] * 2
+    completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    ids, mask = encode_completions_for_scoring(
+        model, tokenizer, prompts, completions, max_length, device, append_eos
+    )
     scores = sequence_scores(model, ids, mask)  # (2B,)
     return scores[: len(pairs)], scores[len(pairs) :]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 PAD, EOS, BOS = 0, 1, 2
@@ -24,6 +24,19 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", padding_side="left"
     )
+
+
+def build_bos_tokenizer() -> PreTrainedTokenizerFast:
+    """``build_char_tokenizer`` whose special-token template is Llama-style ``<bos> $A <eos>``.
+
+    With ``add_special_tokens=True`` it puts a BOS before a text and an EOS after it, so it shows
+    both halves of the prompt rule: the BOS is kept, the appended EOS is not.
+    """
+    tokenizer = build_char_tokenizer()  # a fresh backend each call: the template change stays here
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", BOS), ("<eos>", EOS)]
+    )
+    return tokenizer
 
 
 def build_tiny_lm(vocab_size: int = len(CHARS) + 3, seed: int = 0, n_positions: int = 64) -> GPT2LMHeadModel:

@@ -17,7 +17,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from reward_models import RewardModel, compute_rewards, kl_penalty
+from reward_models import RewardModel, compute_rewards, kl_penalty, resolve_reward
 from reward_models.shaping import KL_ESTIMATORS, KLEstimator
 from textrl_env.logprobs import sequence_logprobs
 from textrl_env.models import (
@@ -27,7 +27,7 @@ from textrl_env.models import (
     load_model_and_tokenizer,
     model_vocab_size,
 )
-from textrl_env.prompts import encode_prompts, tokenize_prompt
+from textrl_env.prompts import encode_prompts, tokenize_prompts
 
 
 @dataclass
@@ -67,7 +67,7 @@ class GenerationCore:
         self.device = next(self.model.parameters()).device
         self.ref_model = frozen_copy(self.model) if ref_model is None else ref_model.to(self.device).eval()
         self.ref_model.requires_grad_(False)
-        self.reward_model: RewardModel = reward_model  # type: ignore[assignment]  # checked callable above
+        self.reward_model = reward_model  # type: ignore[assignment]  # checked callable above
         self.kl_coef = float(kl_coef)
         self.kl_estimator = cast(KLEstimator, kl_estimator)  # validated by check_settings
         self.temperature = float(temperature)
@@ -76,7 +76,7 @@ class GenerationCore:
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.prompts = list(prompts)
-        longest = max(len(tokenize_prompt(self.tokenizer, p)) for p in self.prompts)
+        longest = max(len(ids) for ids in tokenize_prompts(self.tokenizer, self.prompts))
         self.prompt_length = int(max_prompt_tokens) if max_prompt_tokens is not None else longest
         context = context_length(self.model)
         if context is not None and self.prompt_length + self.max_new_tokens > context:
@@ -97,6 +97,15 @@ class GenerationCore:
                 f"reference must be a torch.nn.Module (a causal LM), got {type(reference).__name__}"
             )
         self.ref_model = reference.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def reward_model(self) -> RewardModel:
+        """The reward as given; its calling convention (textrl's or TRL's) is decided when it is set."""
+        return self._reward.func
+
+    @reward_model.setter
+    def reward_model(self, reward: RewardModel) -> None:
+        self._reward = resolve_reward(reward)
 
     @property
     def seq_length(self) -> int:
@@ -159,7 +168,7 @@ class GenerationCore:
         ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
         kl = kl_penalty(logprobs, ref_logprobs, response_mask, estimator=self.kl_estimator)  # (B, T)
         completions = self.decode(response_ids, response_mask)
-        score = compute_rewards(self.reward_model, prompts, completions).to(self.device)  # (B,)
+        score = compute_rewards(self._reward, prompts, completions).to(self.device)  # (B,)
         reward = score - self.kl_coef * kl.sum(-1)
         return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions)
 
@@ -211,9 +220,11 @@ def check_settings(
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     if not callable(reward_model):
         raise TypeError(
-            f"reward_model must be callable as reward_model(prompts, completions) -> list[float], "
-            f"got {type(reward_model).__name__}"
+            f"reward_model must be callable as reward_model(prompts, completions) -> list[float] (or, as "
+            f"in TRL, reward_model(prompts=..., completions=...)), got {type(reward_model).__name__}"
         )
+    # A signature that fits neither calling convention fails here, not in the middle of a rollout.
+    resolve_reward(reward_model)
     if not (isinstance(kl_coef, int | float) and math.isfinite(kl_coef) and kl_coef >= 0):
         raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
     if kl_estimator not in KL_ESTIMATORS:

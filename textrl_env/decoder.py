@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from typing import Any
 
 import torch
@@ -18,8 +19,8 @@ from torch import nn
 from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
 from textrl_env.logprobs import accepts_logits_to_keep, leading_padding, position_ids_from_mask
 
-# Switch for benchmarks: False always passes the 2D mask (see CachedDecoder._check_mask_4d).
-READY_4D_MASK = True
+# Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_READY_4D_MASK=0 always passes the 2D mask.
+READY_4D_MASK = os.environ.get("TEXTRL_READY_4D_MASK", "1") != "0"
 
 
 def cache_keyword(model: nn.Module) -> str:

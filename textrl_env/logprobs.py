@@ -20,6 +20,7 @@ Only torch is imported here, so any package may depend on this module cheaply.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -99,8 +100,8 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, respons
         )
 
 
-# Switch for benchmarks: False always runs the masked forward (see ``teacher_forced``).
-ROLLED_CAUSAL = True
+# Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_ROLLED_CAUSAL=0 always runs the masked forward.
+ROLLED_CAUSAL = os.environ.get("TEXTRL_ROLLED_CAUSAL", "1") != "0"
 
 
 @dataclass

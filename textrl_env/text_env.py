@@ -56,7 +56,8 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
     - ``model``: the policy: a transformers model id, a local path, or a causal LM module.
     - ``tokenizer``: its tokenizer (loaded from the model's id/path when None); needs a PAD token.
     - ``prompts``: the prompts episodes start from.
-    - ``reward_model``: ``reward(prompts, completions) -> list[float]`` (see ``reward_models``).
+    - ``reward_model``: ``reward(prompts, completions) -> list[float]``, or a Hugging Face TRL reward
+      function as it is, called ``reward(prompts=..., completions=...)`` (see ``reward_models.protocol``).
     - ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``): the KL penalty.
     - ``max_new_tokens`` (16): response length limit. ``max_prompt_tokens``: prompt window
       (default: the longest given prompt).

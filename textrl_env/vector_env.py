@@ -1,4 +1,11 @@
-"""The native vector environment: a batch of episodes as tensors on the model's device."""
+"""The native vector environment: a batch of episodes as tensors on the model's device.
+
+The env owns its model (the policy an agent trains), the frozen KL reference, the KV cache
+(:mod:`textrl_env.decoder`), scoring and the KL coefficient. An agent configures it only through
+:meth:`TextGenerationVectorEnv.attach_policy` (whose logits measure ``info["logprobs"]``, which
+model is the reference), :meth:`~TextGenerationVectorEnv.set_kl_coef` and
+:meth:`~TextGenerationVectorEnv.without_autoreset` (see :mod:`agents.attach`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from textrl_env.core import CoreAttributes, GenerationCore
 from textrl_env.decoder import CachedDecoder
 from textrl_env.logprobs import token_logprobs
 from textrl_env.models import ModelLike
+from textrl_env.vector_inputs import check_actions, reset_prompts, row_seeds
 
 TensorObs = dict[str, torch.Tensor]
 LogitsSource = Literal["env", "policy"]
@@ -61,6 +69,11 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
     for a policy with another network, which must hand its logits with :meth:`set_policy_logits`
     before every step (forgetting it raises an error). An agent sets it, and the KL reference,
     through :meth:`attach_policy`.
+
+    ## Gymnasium's vector wrappers
+    They do NumPy arithmetic on rewards and dones: wrap the env in
+    :class:`textrl_env.wrappers.TorchToNumpy` first, e.g.
+    ``RecordEpisodeStatistics(TorchToNumpy(envs))``. The env itself keeps returning device tensors.
 
     ## Host synchronisation
     One boolean per step crosses to the host (which rows ended), because finished responses must be
@@ -202,13 +215,13 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
         super().reset(seed=seed if isinstance(seed, int) else None)
-        seeds = self._row_seeds(seed)
+        seeds = row_seeds(seed, self.num_envs)
         if seeds is not None or self._row_rngs is None:
             fresh = [seeding.np_random(s)[0] for s in (seeds or [None] * self.num_envs)]
             self._row_rngs = fresh if self._row_rngs is None else [
                 new if reset else old for new, old, reset in zip(fresh, self._row_rngs, mask, strict=True)
             ]  # fmt: skip
-        prompts = self._reset_prompts(options)
+        prompts = reset_prompts(options, self.num_envs)
         rows = np.flatnonzero(mask)
         if mask.all():
             self._decoder.clear()  # a full reset starts a fresh cache
@@ -239,7 +252,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         # A host-to-device copy waits for the device to finish its queued work: skip it on the
         # common step, where every row acts.
         active = torch.as_tensor(~idle, device=self.core.device) if idle.any() else self._all_rows  # (N,)
-        actions = self._check_actions(actions, active)
+        actions = check_actions(actions, active, self.num_envs, self.core.vocab_size, self.core.pad_token_id)
         slot = self._t.clamp(max=self.core.max_new_tokens - 1)  # (N,) response slot of this token
         column = self.core.prompt_length + slot
         taken = token_logprobs(self._step_logits(), actions, self.core.temperature)  # (N,)
@@ -296,33 +309,6 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         logits, self._handed_logits = self._handed_logits, None
         return logits
 
-    def _check_actions(self, actions: Any, active: torch.Tensor) -> torch.Tensor:
-        actions = torch.as_tensor(actions, device=self.core.device)
-        if (
-            actions.shape != (self.num_envs,)
-            or actions.dtype.is_floating_point
-            or actions.dtype == torch.bool
-        ):
-            raise ValueError(
-                f"actions must be {self.num_envs} integer token ids, shape ({self.num_envs},); "
-                f"got dtype {actions.dtype} and shape {tuple(actions.shape)}"
-            )
-        actions = actions.long()
-        bad = active & ((actions < 0) | (actions >= self.core.vocab_size))
-        if actions.device.type == "cpu":
-            if bool(bad.any()):
-                row = int(bad.nonzero()[0, 0])
-                raise ValueError(
-                    f"action {int(actions[row])} for row {row} is not a token id of this env's vocabulary "
-                    f"(0 <= id < {self.core.vocab_size}); sample actions from the policy's logits"
-                )
-        else:  # checked on the device, without a host round trip
-            torch._assert_async(
-                ~bad.any(), "textrl: an action is outside the vocabulary (0 <= id < vocab_size)"
-            )
-        # Idle rows (restarting, or ended under DISABLED) ignore their action; make it a harmless id.
-        return torch.where(active, actions, self.core.pad_token_id)
-
     def _finish(self, ended: np.ndarray, rewards: torch.Tensor) -> dict[str, Any]:
         """Score the rows that ended in one batched pass and build the vector ``info``."""
         rows = torch.as_tensor(np.flatnonzero(ended), device=self.core.device)
@@ -375,33 +361,6 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         self._t[rows] = 0
         self._logprobs[rows] = 0.0
         self._decoder.prefill(rows, prompt_ids, prompt_mask, room=self.core.max_new_tokens)
-
-    def _reset_prompts(self, options: dict[str, Any] | None) -> list[str] | None:
-        """``options["prompt"]``: one str for every row, or a list with one prompt per row."""
-        prompt = (options or {}).get("prompt")
-        if prompt is None:
-            return None
-        if isinstance(prompt, str):
-            return [prompt] * self.num_envs
-        prompts = list(prompt)
-        if len(prompts) != self.num_envs:
-            raise ValueError(
-                f"options['prompt'] has {len(prompts)} prompts for {self.num_envs} envs; "
-                "pass one string for every row or a list with exactly one prompt per row"
-            )
-        return prompts
-
-    def _row_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None] | None:
-        if seed is None:
-            return None
-        if isinstance(seed, int):
-            return [seed + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(
-                f"got {len(seeds)} seeds for {self.num_envs} envs; pass an int or one seed per env"
-            )
-        return seeds
 
     def _obs(self) -> TensorObs:
         return {"input_ids": self._ids.clone(), "attention_mask": self._mask.clone()}

@@ -74,19 +74,3 @@ def test_default_model_loads_through_from_pretrained() -> None:
 def test_generic_env_needs_its_kwargs() -> None:
     with pytest.raises((TypeError, ValueError), match="prompts"):
         gym.make("textrl/TextGeneration-v0", model=str(DEFAULT_MODEL_PATH))
-
-
-def test_cli_lists_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
-    from textrl_env.cli import main
-
-    assert main(["envs"]) == 0
-    out = capsys.readouterr().out
-    for env_id in ID_KWARGS:
-        assert env_id in out
-
-
-def test_cli_first_line_of_missing_or_blank_docstrings() -> None:
-    from textrl_env.cli import _first_line
-
-    assert _first_line(None) == "" and _first_line("   \n  ") == ""
-    assert _first_line("\n  Answer an addition.\n\n  More.") == "Answer an addition."
