@@ -313,7 +313,7 @@ class DataParallel:
         policy_state = fsdp.full_state_dict(policy)
         self.on_main(lambda: write(optimizer_state, policy_state), phase="checkpoint save")
 
-    def on_main(self, write: Callable[[], None], phase: str) -> None:
+    def on_main(self, write: Callable[[], object], phase: str) -> None:
         """Run ``write`` on rank 0 while the others wait; if it raises, every rank raises."""
         error = None
         if self.is_main:
