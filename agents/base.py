@@ -52,10 +52,8 @@ class BaseAlgorithm:
         seed: seeds Python, NumPy, torch and the sampler.
         tensorboard_log: folder for ``progress.csv`` and TensorBoard files; None logs to the console only.
         verbose: 0 silent, 1 a rich table every ``log_interval`` iterations.
-        data_parallel: under ``torchrun`` / ``accelerate launch``, ``"ddp"`` (each rank holds the
-            policy) or ``"fsdp"`` (FSDP2 shards policy, gradients, optimizer state and reference);
-            ignored in a single process. ``num_envs`` and ``minibatch_size`` are per rank. See
-            :mod:`agents.parallel`.
+        data_parallel: under ``torchrun`` / ``accelerate launch``, ``"ddp"`` or ``"fsdp"`` (FSDP2);
+            ignored in one process. ``num_envs`` and ``minibatch_size`` are per rank (:mod:`agents.parallel`).
         **config: fields of the algorithm's config dataclass.
     """
 
@@ -159,10 +157,7 @@ class BaseAlgorithm:
         return self.env.num_envs * self.parallel.world_size
 
     def _rollout_prompts(self) -> list[str]:
-        """One prompt per row of the global batch, drawn with the agent's own generator (reproducible runs).
-
-        Every rank draws the same global list; :meth:`_collect` keeps this rank's rows.
-        """
+        """One prompt per row of the global batch (every rank draws the same), from the agent's generator."""
         prompts = self.env.prompts
         index = torch.randint(len(prompts), (self.rollout_rows,), generator=self._cpu_generator)
         return [prompts[i] for i in index.tolist()]
@@ -292,17 +287,8 @@ class BaseAlgorithm:
         seconds: float,
         log_interval: int,
     ) -> None:
-        # Means over the global batch (each rank holds an equal share), so every rank's KL
-        # controller moves alike and rank 0 logs the whole batch.
-        local = torch.stack(
-            [
-                episodes.scores.mean(),
-                rewards.total.mean(),
-                episodes.kl.sum(-1).mean(),
-                episodes.response_mask.sum(),
-            ]
-        )
-        score_mean, reward_mean, kl_per_seq, tokens = self.parallel.mean(local.float()).unbind()
+        # Over the global batch, so every rank's KL controller moves alike and rank 0 logs it all.
+        score_mean, reward_mean, kl_per_seq, tokens = self.parallel.rollout_means(episodes, rewards.total)
         self.kl_controller.update(kl_per_seq, n_steps=self.rollout_rows)
         self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1

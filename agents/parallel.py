@@ -291,6 +291,13 @@ class DataParallel:
         """A per-rank mean over equal shares, averaged over the ranks: the global batch's mean."""
         return distributed.all_reduce_mean(value.detach())
 
+    def rollout_means(self, episodes: Episodes, rewards: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Mean score, reward, summed KL and response tokens per rank, over the global batch (one all-reduce)."""
+        local = torch.stack(
+            [episodes.scores.mean(), rewards.mean(), episodes.kl.sum(-1).mean(), episodes.response_mask.sum()]
+        )
+        return tuple(self.mean(local.float()).unbind())
+
     def running_mean_std(self) -> RunningMeanStd:
         """Reward statistics that see every rank's rewards."""
         return GlobalRunningMeanStd() if self.enabled else RunningMeanStd()
