@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 2 examples/distributed.py             # 2 ranks on this machine
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29500 examples/distributed.py          # 2 machines x 8 GPUs (run on each)
-    accelerate launch --num_processes 2 examples/distributed.py     # the same, through accelerate
+    accelerate launch --multi_gpu --num_processes 2 examples/distributed.py   # through accelerate
 
 Nothing in the script changes between them. Under a launcher the agent finds the launch
 (``WORLD_SIZE``, ``RANK``, ...), joins the process group (NCCL on GPUs, gloo on CPUs), runs its own

@@ -1,4 +1,4 @@
-"""examples/distributed.py runs unchanged with plain ``python`` and under ``torchrun --nproc_per_node 2``."""
+"""examples/distributed.py runs unchanged with plain ``python``, ``torchrun --nproc_per_node 2`` and ``accelerate launch``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
+import pytest
 
 from agents import RLOO
-from tests.agents.distributed_launch import ROOT, run_single, run_torchrun
+from tests.agents.distributed_launch import ROOT, free_port, run_single, run_torchrun
 
 SCRIPT = str(ROOT / "examples" / "distributed.py")
 TINY = ["--timesteps", "1", "--num-envs", "4", "--k", "2"]  # one update
@@ -35,3 +36,14 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert len(rows) == 2  # header + one update, written once (by rank 0)
     resumed = _resumes(tmp_path / "rloo")  # a 2-rank checkpoint, resumed in this single process
     assert resumed.iteration == 1 and json.loads((tmp_path / "rloo" / "textrl_checkpoint.json").read_text())
+
+
+def test_accelerate_launch_two_processes(tmp_path: Path) -> None:
+    """accelerate's torchrun-backed launcher (``--multi_gpu``; on a CPU-only machine the ranks use gloo)."""
+    pytest.importorskip("accelerate")
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launcher += ["--main_process_port", str(free_port())]
+    result = run_single([*launcher, SCRIPT, *TINY, "--out", str(tmp_path)], timeout=300)
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.output.count("2 rank(s) x 4 rows = a global batch of 8; 1 updates") == 1
+    assert _resumes(tmp_path / "rloo").iteration == 1
