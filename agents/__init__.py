@@ -1,4 +1,4 @@
-"""textrl agents: REINFORCE, RLOO and PPO on text-generation envs, with Stable-Baselines3's conventions.
+"""textrl agents: REINFORCE, RLOO, PPO and GRPO on text-generation envs, with Stable-Baselines3's conventions.
 
 Example::
 
@@ -17,6 +17,7 @@ from agents.base import BaseAlgorithm
 from agents.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.config import AlgoConfig
+from agents.grpo import GRPO, GRPOConfig
 from agents.logger import Logger
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from agents.policies import (
@@ -37,6 +38,7 @@ from agents.sampling import Evaluation
 from agents.sb3 import TextRLSB3Policy
 
 __all__ = [
+    "GRPO",
     "POLICY_ALIASES",
     "PPO",
     "REINFORCE",
@@ -48,6 +50,7 @@ __all__ = [
     "CallbackList",
     "CheckpointError",
     "Evaluation",
+    "GRPOConfig",
     "LMActorCriticPolicy",
     "LMPolicy",
     "Logger",

@@ -7,6 +7,8 @@ reward normalisation live in :mod:`reward_models.shaping`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from agents.losses import _check_same
@@ -169,3 +171,62 @@ class MovingAverageBaseline:
 
     def __repr__(self) -> str:
         return f"MovingAverageBaseline(decay={self.decay}, value={self.value:.4g}, count={self.count})"
+
+
+ScaleRewards = Literal["group", "batch", "none"]
+SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+
+
+def group_advantages(
+    rewards: torch.Tensor,
+    num_generations: int,
+    scale_rewards: ScaleRewards = "group",
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """GRPO's group-relative advantages ``(r_i - mean_group) / (std + eps)`` (Shao et al. 2024).
+
+    Each prompt's ``num_generations`` samples form a group; the mean of the group is the baseline.
+    The standard deviation is Bessel-corrected, and ``eps`` is 1e-4, both as in TRL's GRPOTrainer,
+    so the advantages match TRL's for the same rewards.
+
+    Args:
+        rewards: ``(P, G)`` or flat ``(P*G,)`` sequence rewards; a flat tensor is read prompt-major
+            (entries ``i*G .. i*G + G - 1`` are prompt ``i``'s samples).
+        num_generations: samples per prompt ``G``, >= 2.
+        scale_rewards: ``"group"`` divides by each group's std (GRPO); ``"batch"`` by the std of the
+            whole batch (PPO Lite, Liu et al. 2025); ``"none"`` does not divide (Dr. GRPO, Liu et al.
+            2025: the group std weighs prompts by their difficulty).
+        eps: added to the std, so a group whose samples all scored alike gets advantages 0, not NaN.
+
+    Returns:
+        Advantages with the shape of ``rewards``.
+
+    Raises:
+        ValueError: ``num_generations < 2``, a batch not divisible by it, or an unknown ``scale_rewards``.
+    """
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
+        raise ValueError(
+            f"num_generations must be an int >= 2, got {num_generations!r}: a group baseline needs several "
+            "samples of the same prompt; sample num_generations >= 2 completions per prompt"
+        )
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    if rewards.dim() == 2 and rewards.shape[1] != num_generations:
+        raise ValueError(
+            f"rewards of shape {tuple(rewards.shape)} must be (P, G) with G=num_generations={num_generations} "
+            "columns; pass num_generations equal to rewards.shape[1] or a flat (P*G,) tensor"
+        )
+    if rewards.dim() not in (1, 2):
+        raise ValueError(f"rewards must be (P*G,) or (P, G), got shape {tuple(rewards.shape)}")
+    if rewards.numel() % num_generations != 0:
+        raise ValueError(
+            f"a batch of {rewards.numel()} rewards is not divisible into groups of num_generations="
+            f"{num_generations}; the batch must hold num_generations samples of each prompt"
+        )
+    grouped = rewards.reshape(-1, num_generations)  # (P, G)
+    advantages = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = advantages / (grouped.std(dim=1, keepdim=True) + eps)
+    elif scale_rewards == "batch":
+        advantages = advantages / (grouped.std() + eps)
+    return advantages.reshape(rewards.shape)

@@ -120,9 +120,8 @@ class BaseAlgorithm:
         self.reward_stats = self.parallel.running_mean_std()
         self.verbose = verbose
         self.tensorboard_log = tensorboard_log
-        self.logger = Logger(
-            self.parallel.log_folder(tensorboard_log), quiet=verbose == 0 or not self.parallel.is_main
-        )
+        quiet = verbose == 0 or not self.parallel.is_main  # rank 0 logs for the whole run
+        self.logger = Logger(self.parallel.log_folder(tensorboard_log), quiet=quiet)
         self.num_timesteps = 0
         self.iteration = 0
 
@@ -148,8 +147,12 @@ class BaseAlgorithm:
             )
 
     def _trains_values(self) -> bool:
-        """Whether the loss trains the policy's value head (else DDP is told some parameters go unused)."""
+        """Whether the loss trains the policy's value head (else DDP is told some go unused)."""
         return False
+
+    def _token_mean_loss(self) -> bool:
+        """Whether the loss is a mean over the minibatch's tokens (:meth:`DataParallel.evaluate`)."""
+        return True
 
     @property
     def rollout_rows(self) -> int:
@@ -183,9 +186,8 @@ class BaseAlgorithm:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The policy's ``(values | None, logprobs, entropy)``, each ``(B, T)``, of the responses (with grad)."""
-        return self.parallel.evaluate(
-            protocol.evaluate_sequence, self.policy, input_ids, attention_mask, response_start
-        )
+        fn, by_tokens = protocol.evaluate_sequence, self._token_mean_loss()
+        return self.parallel.evaluate(fn, self.policy, input_ids, attention_mask, response_start, by_tokens)
 
     def stop_early(self, approx_kl: torch.Tensor) -> bool:
         """Stable-Baselines3's ``target_kl``: True once a minibatch's approx KL exceeds 1.5x it.
@@ -362,8 +364,7 @@ class BaseAlgorithm:
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory (atomically): model, optimizer, KL controller, RNGs, counters.
 
-        In a distributed run every rank calls it; rank 0 writes (the state is the same on every
-        rank), and a failure there raises on every rank.
+        Distributed, every rank calls it: rank 0 writes, and a failure there raises on every rank.
         """
         self.parallel.save(self.policy, self.optimizer, lambda *state: save_agent(self, path, *state))
 

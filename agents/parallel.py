@@ -127,6 +127,7 @@ class DataParallel:
         self._pending: tuple[nn.Module, nn.Module, nn.Module | None] | None = None
         self._sharded: nn.Module | None = None  # the FSDP-sharded policy, once sharded
         self._weight: torch.Tensor | None = None  # this rank's loss weight for the current minibatch
+        self._token_share: torch.Tensor | None = None  # its share of the minibatch's tokens, x world_size
 
     @property
     def enabled(self) -> bool:
@@ -257,18 +258,28 @@ class DataParallel:
 
     # ------------------------------------------------------------------ updates
 
-    def evaluate(self, fn: Callable[..., Any], policy: nn.Module, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, response_start: int) -> Any:  # fmt: skip
+    def evaluate(
+        self,
+        fn: Callable[..., Any],
+        policy: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_start: int,
+        by_tokens: bool = True,
+    ) -> Any:
         """``fn(policy, input_ids, attention_mask, response_start)``, through DDP when it records a graph.
 
-        With grad, this also sets the weight :meth:`loss` applies: this rank's share of the global
-        minibatch's response tokens, times ``world_size`` (DDP averages over ranks).
+        With grad, this also sets the weight :meth:`loss` applies. For a token-mean loss
+        (``by_tokens``) it is this rank's share of the global minibatch's response tokens, times
+        ``world_size`` (DDP averages over ranks), so the step is the global token mean's. A loss
+        normalised by sequence counts, by constants or by global counts (GRPO's ``grpo``,
+        ``dr_grpo``, ``dapo``) averages over equal shares as it is: weight 1.
         """
         if not self.enabled or not torch.is_grad_enabled():
             return fn(policy, input_ids, attention_mask, response_start)
         tokens = attention_mask[:, response_start:].sum().float()
-        total = distributed.all_reduce_sum(tokens)
-        self._weight = tokens * self.world_size / total.clamp(min=1.0)
+        self._token_share = tokens * self.world_size / distributed.all_reduce_sum(tokens).clamp(min=1.0)
+        self._weight = self._token_share if by_tokens else torch.ones_like(tokens)
         if self.view is not None:
             return self.view.call(fn, input_ids, attention_mask, response_start)
         return fn(policy, input_ids, attention_mask, response_start)
@@ -279,9 +290,9 @@ class DataParallel:
 
     def token_mean(self, value: torch.Tensor) -> torch.Tensor:
         """A minibatch's token-mean statistic (``approx_kl``) over the global minibatch."""
-        if self._weight is None:
+        if self._token_share is None:
             return value
-        return distributed.all_reduce_mean(value.detach() * self._weight)
+        return distributed.all_reduce_mean(value.detach() * self._token_share)
 
     def grad_norm(self, norm: torch.Tensor) -> torch.Tensor:
         """The gradient norm as a plain tensor (FSDP returns a DTensor)."""

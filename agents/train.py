@@ -27,13 +27,14 @@ from agents.base import BaseAlgorithm
 from agents.config import AlgoConfig
 from agents.distributed import local_device
 from agents.evaluation import EvalReport, evaluate_policy, write_json_atomic
+from agents.grpo import GRPO
 from agents.hyperparams import RUN_KEYS, tuned_agents, tuned_hyperparams
 from agents.ppo import PPO
 from agents.reinforce import REINFORCE
 from agents.rloo import RLOO
 
-# agent name -> class. Another agent is one line here (GRPO once agents/grpo.py lands).
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"reinforce": REINFORCE, "rloo": RLOO, "ppo": PPO}
+# agent name -> class. Another agent is one line here.
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"reinforce": REINFORCE, "rloo": RLOO, "ppo": PPO, "grpo": GRPO}
 # Without a tuned entry: a policy with a value head for PPO, the plain LM for the others.
 DEFAULT_POLICY = {"ppo": "LMActorCriticPolicy"}
 FALLBACK_TIMESTEPS, FALLBACK_NUM_ENVS = 10_000, 16
@@ -53,7 +54,7 @@ class TrainArguments:
     env: str | None = _help(
         "a registered env id (`textrl envs` lists them); omit it to train --model on --reward_model and --prompts"
     )
-    agent: str = _help("the algorithm: reinforce, rloo or ppo.", "rloo")
+    agent: str = _help("the algorithm: reinforce, rloo, ppo or grpo.", "rloo")
     model: str | None = _help(
         "the policy: a causal LM id or directory; default: the env's (the embedded model)."
     )

@@ -72,6 +72,9 @@ SENTIMENT_PROMPTS: tuple[str, ...] = (
 )
 
 
+ALGOS: tuple[str, ...] = ("rloo", "grpo")
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """Everything that must be identical on both sides of a comparison. Recorded in every result."""
@@ -87,29 +90,38 @@ class BenchSettings:
     # Data and reward. Step i uses prompts[i*B : (i+1)*B] (cyclic, no shuffling), see prompts_for_step.
     prompts: tuple[str, ...] = SENTIMENT_PROMPTS
     reward: str = "vader_compound"
-    # One RLOO step: B prompts x k samples of up to T new tokens, score, KL to reference, one update.
+    # Algorithm: "rloo" (KL in the reward) or "grpo" (TRL's GRPO: beta * k3 in the loss; kl_estimator unused).
+    algo: str = "rloo"
+    loss_type: str = "dapo"  # GRPO only: TRL's default aggregation ("grpo", "bnpo", "dr_grpo", "dapo")
+    scale_rewards: str = "group"  # GRPO only: "group", "batch" or "none"
+    # One step: B prompts x k samples of up to T new tokens, score, KL to reference, one update.
     prompts_per_step: int = 8  # B
-    k: int = 4  # generations per prompt
+    k: int = 4  # generations per prompt (GRPO's num_generations)
     max_new_tokens: int = 16  # T
     temperature: float = 1.0
     top_k: int = 0  # 0 = off: pure sampling from softmax(logits / temperature)
     top_p: float = 1.0
     learning_rate: float = 1e-3  # the tiny fallback is untrained: 1e-4 barely moves it in 30 steps
-    kl_coef: float = 0.05  # beta; KL is the k1 estimate summed over the completion, a reward penalty
+    kl_coef: float = 0.05  # beta; RLOO: k1 summed over the completion, a reward penalty; GRPO: k3 in the loss
     kl_estimator: str = "k1"
     adam_eps: float = 1e-5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     lr_schedule: str = "constant"
     steps: int = 10
-    reward_window: int = 5  # "final reward" = mean score of the last this-many steps
+    reward_window: int = 5  # "final reward" = mean score of the last this-many steps (also the moving mean)
+    # Time-to-reward mode: stop at the first step whose moving mean score (last reward_window steps)
+    # reaches this; `steps` is then the cap. None = train exactly `steps` steps.
+    target_reward: float | None = None
     seed: int = 0
     torch_threads: int = 1
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.k < 2:
-            raise ValueError(f"k={self.k}: RLOO needs at least 2 generations per prompt; use k>=2")
+            raise ValueError(f"k={self.k}: RLOO and GRPO need at least 2 generations per prompt; use k>=2")
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algo {self.algo!r}; choose one of {ALGOS}")
         for name in ("prompts_per_step", "max_new_tokens", "steps", "reward_window", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -341,6 +353,15 @@ def configure_torch(settings: BenchSettings) -> None:
 # --------------------------------------------------------------------------- result record
 
 
+def target_reached(settings: BenchSettings, reward_history: Sequence[float]) -> bool:
+    """Time-to-reward mode: whether the mean score of the last ``reward_window`` steps (a full window)
+    has reached ``settings.target_reward``; always False without a target."""
+    window = list(reward_history[-settings.reward_window :])
+    if settings.target_reward is None or len(window) < settings.reward_window:
+        return False
+    return sum(window) / len(window) >= settings.target_reward
+
+
 def side_result(
     side: str,
     settings: BenchSettings,
@@ -376,9 +397,34 @@ def side_result(
         "memory": memory,
         "reward_history": list(reward_history),
         "reward_final": sum(window) / len(window) if window else float("nan"),
+        "steps_run": len(step_times_s),
+        "target_reward": settings.target_reward,
+        "reached_target": target_reached(settings, reward_history)
+        if settings.target_reward is not None
+        else None,
         "machine": machine_info(settings.device),
         **extra,
     }
+
+
+def side_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """The rows of one side's summary table (``python -m benchmarks.<side>`` without ``--quiet``)."""
+    window = min(result["settings"]["reward_window"], result["steps_run"])
+    rows = [
+        ["completions/s (total / train wall)", result["completions_per_s"]],
+        ["completions/s (median step)", result["completions_per_s_median_step"]],
+        ["completion tokens/s", result["completion_tokens_per_s"]],
+        ["train wall s", result["train_wall_s"]],
+        ["median step s", result["median_step_s"]],
+        ["peak RSS delta MB", result["peak_mb"]],
+        ["reward step 1", result["reward_history"][0]],
+        [f"reward last {window} steps", result["reward_final"]],
+        ["completions", result["completions"]],
+    ]
+    if result["target_reward"] is not None:
+        rows.append([f"reached moving-mean reward {result['target_reward']}", str(result["reached_target"])])
+        rows.append(["steps run", result["steps_run"]])
+    return rows
 
 
 # --------------------------------------------------------------------------- processes and CLI
@@ -389,7 +435,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", type=Path, help="JSON file of BenchSettings fields")
     parser.add_argument("--json", type=Path, help="write the result record here")
     parser.add_argument("--quiet", action="store_true", help="no table on stdout")
-    scalar = {"int": int, "float": float, "str": str}
+    scalar = {"int": int, "float": float, "str": str, "float | None": float}
     for f in dataclasses.fields(BenchSettings):
         if f.type in scalar:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=scalar[f.type], default=None)

@@ -64,7 +64,7 @@ def tuned_hyperparams(env_id: str, agent: str) -> dict[str, Any]:
 
     Args:
         env_id: a registered id, e.g. ``"textrl/Sentiment-v0"``.
-        agent: ``"reinforce"``, ``"rloo"`` or ``"ppo"`` (case-insensitive).
+        agent: ``"reinforce"``, ``"rloo"``, ``"ppo"`` or ``"grpo"`` (case-insensitive).
 
     Returns:
         ``total_timesteps``, ``num_envs``, ``policy``, and config fields of

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from agents import PPO, RLOO, BaseAlgorithm, distributed, fsdp
+from agents import GRPO, PPO, RLOO, BaseAlgorithm, distributed, fsdp
 from agents.collect import Episodes
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationVectorEnv
@@ -51,19 +51,21 @@ def make_env(num_envs: int, reward: Any = a_fraction) -> TextGenerationVectorEnv
     )
 
 
-SETTINGS: dict[str, dict[str, Any]] = {
-    # every statistic that must be global is on: reward normalisation, advantage whitening, adaptive KL
-    "RLOO": dict(k=2, n_epochs=2, normalize_advantage=True, normalize_rewards=True, kl_target=0.5),
-    "PPO": dict(n_epochs=2, normalize_advantage=True, normalize_rewards=True, kl_target=0.5),
-}
+# Every statistic that must be global is on: reward normalisation, advantage whitening, the adaptive
+# KL controller, GRPO's batch-std scaling and DAPO's token normaliser, sequence-mean losses.
+CASES: dict[str, tuple[type[BaseAlgorithm], str, dict[str, Any]]] = {
+    "RLOO": (RLOO, "LMPolicy", dict(k=2, n_epochs=2, normalize_advantage=True, normalize_rewards=True, kl_target=0.5)),
+    "PPO": (PPO, "LMActorCriticPolicy", dict(n_epochs=2, normalize_advantage=True, normalize_rewards=True, kl_target=0.5)),
+    "GRPO-dapo": (GRPO, "LMPolicy", dict(num_generations=2, num_iterations=2, scale_rewards="batch", beta=0.04)),
+    "GRPO-grpo": (GRPO, "LMPolicy", dict(num_generations=2, num_iterations=2, loss_type="grpo", normalize_rewards=True)),
+}  # fmt: skip
 
 
 def make_agent(
-    algo: str, env: TextGenerationVectorEnv, cls: type | None = None, **kwargs: Any
+    case: str, env: TextGenerationVectorEnv, cls: type | None = None, **kwargs: Any
 ) -> BaseAlgorithm:
-    base = {"RLOO": RLOO, "PPO": PPO}[algo]
-    policy = "LMActorCriticPolicy" if algo == "PPO" else "LMPolicy"
-    kwargs = {"seed": 0, "verbose": 0, "learning_rate": 1e-2, **SETTINGS[algo], **kwargs}
+    base, policy, settings = CASES[case]
+    kwargs = {"seed": 0, "verbose": 0, "learning_rate": 1e-2, **settings, **kwargs}
     return (cls or base)(policy, env, **kwargs)
 
 
@@ -116,7 +118,7 @@ def params(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
 
 
 def train(algo: str, out: Path, replay: bool = False, strategy: str = "ddp") -> dict[str, Any]:
-    base = {"RLOO": RLOO, "PPO": PPO}[algo]
+    base = CASES[algo][0]
     cls = replaying(base) if replay else recording(base)
     cls.out = out
     agent = make_agent(algo, make_env(2 * ROWS if replay else ROWS), cls=cls, data_parallel=strategy)

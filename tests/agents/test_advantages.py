@@ -116,3 +116,62 @@ def test_moving_average_baseline() -> None:
     assert restored.state_dict() == base.state_dict() == {"decay": 0.5, "value": 2.0, "count": 2}
     with pytest.raises(ValueError, match="decay must be in"):
         MovingAverageBaseline(decay=1.0)
+
+
+# --------------------------------------------------------------------------- GRPO group advantages
+
+GROUP_REWARDS = [1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0]  # two prompts x 4 samples; the second all alike
+
+
+def test_group_advantages_known_numbers_for_each_scaling() -> None:
+    from agents.advantages import group_advantages
+
+    rewards = torch.tensor(GROUP_REWARDS, dtype=F64)
+    deviation = torch.tensor([0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=F64)  # r - group mean
+    # group 1: Bessel std = sqrt((0.25 + 0.25) / 3); group 2: std 0, so its advantages are 0 (not NaN)
+    group_std = torch.tensor([(0.5 / 3) ** 0.5] * 4 + [0.0] * 4, dtype=F64)
+    # batch: mean 1.25, squared deviations sum to 5.0, over 7 (Bessel)
+    batch_std = (5.0 / 7) ** 0.5
+    torch.testing.assert_close(group_advantages(rewards, 4, "group"), deviation / (group_std + 1e-4))
+    torch.testing.assert_close(group_advantages(rewards, 4, "batch"), deviation / (batch_std + 1e-4))
+    torch.testing.assert_close(group_advantages(rewards, 4, "none"), deviation)
+    torch.testing.assert_close(
+        group_advantages(rewards, 4, "group", eps=0.0)[:4], deviation[:4] / group_std[:4]
+    )
+
+
+def test_group_advantages_match_trl_formula_and_keep_the_2d_layout() -> None:
+    from agents.advantages import group_advantages
+
+    rewards = torch.tensor(GROUP_REWARDS, dtype=F64)
+    # TRL's GRPOTrainer, written out: mean and Bessel std per group, repeat_interleave, eps 1e-4.
+    grouped = rewards.view(-1, 4)
+    mean = grouped.mean(1).repeat_interleave(4)
+    std = grouped.std(1).repeat_interleave(4)
+    torch.testing.assert_close(group_advantages(rewards, 4), (rewards - mean) / (std + 1e-4))
+    torch.testing.assert_close(group_advantages(grouped, 4), group_advantages(rewards, 4).view(2, 4))
+
+
+@given(st.integers(2, 6), st.integers(1, 4), st.sampled_from(["group", "batch", "none"]), st.randoms())
+def test_group_advantages_sum_to_zero_and_ignore_a_shift(g: int, prompts: int, scale: str, rnd) -> None:  # noqa: ANN001
+    from agents.advantages import group_advantages
+
+    rewards = torch.tensor([rnd.uniform(-3, 3) for _ in range(g * prompts)], dtype=F64)
+    adv = group_advantages(rewards, g, scale)  # type: ignore[arg-type]
+    torch.testing.assert_close(adv.view(-1, g).sum(1), torch.zeros(prompts, dtype=F64), atol=1e-9, rtol=0)
+    shifted = group_advantages(rewards + 7.0, g, scale)  # type: ignore[arg-type]
+    torch.testing.assert_close(shifted, adv, atol=1e-9, rtol=1e-9)
+
+
+def test_group_advantages_reject_bad_input() -> None:
+    from agents.advantages import group_advantages
+
+    rewards = torch.zeros(8)
+    with pytest.raises(ValueError, match="num_generations must be an int >= 2"):
+        group_advantages(rewards, 1)
+    with pytest.raises(ValueError, match="not divisible into groups of num_generations=3"):
+        group_advantages(rewards, 3)
+    with pytest.raises(ValueError, match="scale_rewards must be one of"):
+        group_advantages(rewards, 4, "std")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be \\(P, G\\) with G=num_generations=4"):
+        group_advantages(torch.zeros(2, 3), 4)

@@ -1,4 +1,4 @@
-"""Data-parallel RLOO and PPO on 2 CPU ranks (gloo), against one process over the same global batch.
+"""Data-parallel RLOO, PPO and GRPO on 2 CPU ranks (gloo), against one process over the same global batch.
 
 Each test starts real processes with the launcher's environment variables (as ``torchrun`` does)
 and a deadline, so a hang fails the test instead of blocking the suite.
@@ -13,8 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agents import PPO, RLOO
-from tests.agents.distributed_agents import ROWS, make_env
+from tests.agents.distributed_agents import CASES, ROWS, make_env
 from tests.agents.distributed_launch import check_ok, run_ranks, run_single
 
 WORKER = "tests.agents.distributed_agents"
@@ -27,7 +26,10 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize(("algo", "strategy"), [("RLOO", "ddp"), ("PPO", "ddp"), ("RLOO", "fsdp")])
+@pytest.mark.parametrize(
+    ("algo", "strategy"),
+    [("RLOO", "ddp"), ("PPO", "ddp"), ("GRPO-dapo", "ddp"), ("GRPO-grpo", "ddp"), ("RLOO", "fsdp")],
+)
 def test_two_ranks_match_one_process_over_the_same_global_batch(
     tmp_path: Path, algo: str, strategy: str
 ) -> None:
@@ -48,12 +50,13 @@ def test_two_ranks_match_one_process_over_the_same_global_batch(
         _json(tmp_path / "replay_rank0.json")
     ]
     assert stats[0] == stats[1]
-    assert stats[0]["reward_count"] == stats[2]["reward_count"] == 3 * 8
+    normalized = CASES[algo][2].get("normalize_rewards", False)
+    assert stats[0]["reward_count"] == stats[2]["reward_count"] == (3 * 8 if normalized else 0)
     assert stats[0]["kl_coef"] == pytest.approx(stats[2]["kl_coef"], rel=1e-6)
     # and training moved the parameters well beyond the tolerance
     assert max(float((single[n] - start[n]).abs().max()) for n in single) > 100 * ATOL
     # the checkpoint the ranks wrote together holds rank 0's (full, for FSDP) weights, in the plain format
-    resumed = (RLOO if algo == "RLOO" else PPO).load(tmp_path / "checkpoint", env=make_env(ROWS), verbose=0)
+    resumed = CASES[algo][0].load(tmp_path / "checkpoint", env=make_env(ROWS), verbose=0)
     saved = {k: v for k, v in resumed.policy.state_dict().items()}
     assert all(torch.equal(saved[k], ranks[0][k]) for k in ranks[0])
     assert resumed.iteration == 3

@@ -3,7 +3,7 @@
 Each test trains from the shipped model for a fixed, seeded budget on CPU (well under three minutes,
 usually under a minute) and compares the policy before and after on prompts it never trained on:
 
-- ``textrl/Sentiment-v0``: REINFORCE, RLOO and PPO each raise the mean VADER score of sampled
+- ``textrl/Sentiment-v0``: REINFORCE, RLOO, PPO and GRPO each raise the mean VADER score of sampled
   completions of the held-out review openers by at least 0.3, while the mean KL to the reference
   (summed over the response) stays finite; both numbers are printed (``pytest -s`` shows them).
 - ``textrl/Arithmetic-v0``: RLOO raises the exact-match accuracy of sampled answers to its questions.
@@ -20,6 +20,7 @@ import pytest
 
 import textrl_env  # noqa: F401  (registers the textrl/... ids)
 from agents.base import BaseAlgorithm, Evaluation
+from agents.grpo import GRPO
 from agents.ppo import PPO
 from agents.reinforce import REINFORCE
 from agents.rloo import RLOO
@@ -45,6 +46,13 @@ SENTIMENT_CASES = {
     "REINFORCE": Case(REINFORCE, "LMPolicy", {"learning_rate": 1e-3, "baseline": "moving_average"}),
     "RLOO": Case(RLOO, "LMPolicy", {"learning_rate": 1e-3, "k": 4}),
     "PPO": Case(PPO, "LMActorCriticPolicy", {"learning_rate": 3e-4, "minibatch_size": 16}),
+    # TRL's defaults otherwise: loss_type="dapo", scale_rewards="group"; beta=0 keeps the task's KL in the reward.
+    "GRPO": Case(GRPO, "LMPolicy", {"learning_rate": 1e-3, "num_generations": 4}),
+    # The KL as GRPO's k3 loss term instead (the reward is then the score alone), per-sequence mean.
+    # The env's kl_coef (0.05) is then overridden to 0 for the reward.
+    "GRPO-beta": Case(
+        GRPO, "LMPolicy", {"learning_rate": 1e-3, "num_generations": 4, "beta": 0.05, "loss_type": "grpo"}
+    ),
 }
 
 

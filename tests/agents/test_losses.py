@@ -108,3 +108,81 @@ def test_loss_input_errors() -> None:
         clipped_policy_loss(x, x, torch.zeros(3), x, 0.2)
     with pytest.raises(ValueError, match="shape mismatch"):
         clipped_value_loss(x, torch.zeros(2, 2), x, x, 0.2)
+
+
+# --------------------------------------------------------------------------- GRPO: clip-higher, k3, aggregation
+
+
+def _grpo_case(ratio: float, advantage: float, epsilon: float = 0.2, epsilon_high: float | None = 0.28):
+    """(loss, d loss / d logprob, stats) for one token with the given ratio and advantage."""
+    from agents.losses import grpo_token_losses
+
+    logprob = torch.tensor([[math.log(ratio)]], dtype=F64, requires_grad=True)
+    per_token, stats = grpo_token_losses(
+        logprob, torch.zeros(1, 1, dtype=F64), torch.tensor([advantage], dtype=F64), torch.ones(1, 1),
+        epsilon, epsilon_high,
+    )  # fmt: skip
+    per_token.sum().backward()
+    return per_token.item(), logprob.grad.item(), {k: v.item() for k, v in stats.items()}
+
+
+def test_grpo_clip_higher_is_asymmetric() -> None:
+    # A > 0, ratio 1.25: inside 1 + epsilon_high = 1.28, so not clipped (symmetric 0.2 would clip it)
+    loss, grad, stats = _grpo_case(1.25, 1.0)
+    assert loss == pytest.approx(-1.25) and grad == pytest.approx(-1.25) and stats["clip_fraction"] == 0.0
+    loss, grad, stats = _grpo_case(1.25, 1.0, epsilon_high=None)
+    assert loss == pytest.approx(-1.2) and grad == 0.0 and stats["clip_fraction_high"] == 1.0
+    # A > 0, ratio 1.5 > 1.28: clipped at 1.28, no gradient
+    loss, grad, stats = _grpo_case(1.5, 2.0)
+    assert loss == pytest.approx(-2.0 * 1.28) and grad == 0.0
+    assert stats["clip_fraction_high"] == 1.0 and stats["clip_fraction_low"] == 0.0
+    # A < 0, ratio 0.7 < 1 - 0.2: clipped at 0.8, no gradient
+    loss, grad, stats = _grpo_case(0.7, -1.0)
+    assert loss == pytest.approx(0.8) and grad == 0.0 and stats["clip_fraction_low"] == 1.0
+    # A > 0, ratio 0.7: the unclipped term is the smaller one, gradient flows
+    loss, grad, stats = _grpo_case(0.7, 1.0)
+    assert loss == pytest.approx(-0.7) and grad == pytest.approx(-0.7) and stats["clip_fraction"] == 0.0
+
+
+def test_grpo_k3_term_known_value_and_gradient() -> None:
+    from agents.losses import grpo_token_losses
+
+    # log pi = log 0.5, log pi_ref = log 0.25: r = log 0.5, k3 = 0.5 - log 0.5 - 1, dk3/dlogpi = 1 - 0.5
+    logprob = torch.tensor([[math.log(0.5)]], dtype=F64, requires_grad=True)
+    ref = torch.tensor([[math.log(0.25)]], dtype=F64)
+    per_token, stats = grpo_token_losses(
+        logprob,
+        logprob.detach(),
+        torch.zeros(1, dtype=F64),
+        torch.ones(1, 1),
+        0.2,
+        ref_logprobs=ref,
+        beta=0.1,
+    )
+    per_token.sum().backward()
+    k3 = 0.5 - math.log(0.5) - 1.0
+    assert per_token.item() == pytest.approx(0.1 * k3)
+    assert logprob.grad.item() == pytest.approx(0.1 * 0.5)
+    assert stats["ref_kl"].item() == pytest.approx(k3)
+    with pytest.raises(ValueError, match="pass ref_logprobs"):
+        grpo_token_losses(logprob, logprob.detach(), torch.zeros(1), torch.ones(1, 1), 0.2, beta=0.1)
+    with pytest.raises(ValueError, match="epsilon_high must be > 0"):
+        grpo_token_losses(logprob, logprob.detach(), torch.zeros(1), torch.ones(1, 1), 0.2, epsilon_high=0.0)
+
+
+def test_aggregate_token_losses_known_answers() -> None:
+    from agents.losses import aggregate_token_losses
+
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 100.0, 100.0]], dtype=F64)  # 100s are masked out
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert aggregate_token_losses(losses, mask, "grpo").item() == pytest.approx((2.5 + 5.5) / 2)
+    assert aggregate_token_losses(losses, mask, "bnpo").item() == pytest.approx(21 / 6)
+    assert aggregate_token_losses(losses, mask, "dapo").item() == pytest.approx(21 / 6)
+    assert aggregate_token_losses(losses, mask, "dapo", num_items=12).item() == pytest.approx(21 / 12)
+    assert aggregate_token_losses(losses, mask, "dr_grpo", max_completion_length=8).item() == pytest.approx(
+        21 / 16
+    )
+    with pytest.raises(ValueError, match="pass the response length limit"):
+        aggregate_token_losses(losses, mask, "dr_grpo")
+    with pytest.raises(ValueError, match="unknown loss_type 'ppo'"):
+        aggregate_token_losses(losses, mask, "ppo")  # type: ignore[arg-type]

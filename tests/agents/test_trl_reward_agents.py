@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from agents import PPO, REINFORCE, RLOO
+from agents import GRPO, PPO, REINFORCE, RLOO
 from agents.base import BaseAlgorithm
 from tests.conftest import build_char_tokenizer, build_tiny_lm
 from textrl_env import TextGenerationVectorEnv
@@ -30,6 +30,7 @@ CASES: dict[str, tuple[type[BaseAlgorithm], str, dict[str, Any]]] = {
     "REINFORCE": (REINFORCE, "LMPolicy", {}),
     "RLOO": (RLOO, "LMPolicy", {"k": 2}),
     "PPO": (PPO, "LMActorCriticPolicy", {"minibatch_size": 2}),
+    "GRPO": (GRPO, "LMPolicy", {"num_generations": 2, "beta": 0.05}),
 }
 
 

@@ -1,13 +1,19 @@
-"""The TRL side of ``train_vs_trl``: TRL's ``RLOOTrainer`` on the shared ``BenchSettings``.
+"""The TRL side of ``train_vs_trl``: TRL's ``RLOOTrainer`` or ``GRPOTrainer`` on the shared ``BenchSettings``.
 
-One TRL optimizer step is configured to be exactly one textrl RLOO step: B prompts x k samples of
-up to T new tokens with ``model.generate``, one no-grad forward of the policy (old log-probs) and
-one of the reference (KL), the reward function, leave-one-out advantages, then one forward/backward
-over all B*k completions and one AdamW update. No reuse of a generation batch across updates
-(``num_iterations=1``, ``steps_per_generation=1``), no gradient accumulation, no gradient
-checkpointing, float32 (TRL defaults to bf16 and gradient checkpointing; both are turned off).
+One TRL optimizer step is configured to be exactly one textrl step of the same algorithm
+(``settings.algo``): B prompts x k samples of up to T new tokens with ``model.generate``, the
+forwards TRL needs for the old log-probs and the reference, the reward function, the advantages
+(RLOO: leave-one-out; GRPO: group mean and std), then one forward/backward over all B*k completions
+and one AdamW update. No reuse of a generation batch across updates (``num_iterations=1``,
+``steps_per_generation=1``), no gradient accumulation, no gradient checkpointing, float32 (TRL
+defaults to bf16 and gradient checkpointing; both are turned off). RLOO's KL is TRL's k1 reward
+penalty with ``beta = kl_coef``; GRPO's is TRL's ``beta * k3`` loss term with ``beta = kl_coef``.
 
-    python -m benchmarks.trl_rloo --steps 10 --json benchmarks/out/trl_rloo.json
+With ``target_reward`` set (time-to-reward mode), training stops at the first step whose moving
+mean score over ``reward_window`` steps reaches it (``steps`` is the cap).
+
+    python -m benchmarks.trl_train --steps 10 --json benchmarks/out/trl_rloo.json
+    python -m benchmarks.trl_train --algo grpo --steps 10 --json benchmarks/out/trl_grpo.json
 """
 
 from __future__ import annotations
@@ -23,12 +29,16 @@ from benchmarks import common, measure
 
 
 def trl_config_kwargs(settings: common.BenchSettings, output_dir: str) -> dict[str, Any]:
-    """The exact ``RLOOConfig`` arguments that make one TRL step equal one textrl RLOO step."""
-    if settings.kl_estimator != "k1":
+    """The exact ``RLOOConfig`` / ``GRPOConfig`` arguments that make one TRL step equal one textrl step."""
+    if settings.algo == "rloo" and settings.kl_estimator != "k1":
         raise ValueError(
             f"kl_estimator={settings.kl_estimator!r}: TRL's RLOOTrainer only implements k1 "
             "(log pi - log pi_ref summed over the completion); benchmark against TRL with kl_estimator='k1'"
         )
+    if settings.algo == "rloo":
+        specific: dict[str, Any] = {"normalize_advantages": False}
+    else:  # GRPO: the KL is beta * k3 in the loss on both sides; the same aggregation and scaling
+        specific = {"loss_type": settings.loss_type, "scale_rewards": settings.scale_rewards, "epsilon": 0.2}
     return {
         "output_dir": output_dir,
         # One step = one generation batch of B prompts x k completions = one optimizer update.
@@ -45,14 +55,14 @@ def trl_config_kwargs(settings: common.BenchSettings, output_dir: str) -> dict[s
         "top_k": settings.top_k,
         "top_p": settings.top_p,
         # Objective and optimizer.
-        "beta": settings.kl_coef,  # k1 log-ratio summed over the completion, subtracted from the reward
+        "beta": settings.kl_coef,  # RLOO: k1 summed over the completion, off the reward; GRPO: k3 in the loss
         "learning_rate": settings.learning_rate,
         "lr_scheduler_type": settings.lr_schedule,
         "warmup_steps": 0,
         "adam_epsilon": settings.adam_eps,
         "weight_decay": settings.weight_decay,
         "max_grad_norm": settings.max_grad_norm,
-        "normalize_advantages": False,
+        **specific,
         "disable_dropout": True,
         "seed": settings.seed,
         # Precision and memory: same float32 arithmetic as textrl on CPU.
@@ -78,9 +88,11 @@ def _recorder_class() -> type:
     from transformers import TrainerCallback
 
     class StepRecorder(TrainerCallback):
-        """Times each optimizer step (generate + score + KL + update) and keeps TRL's per-step logs."""
+        """Times each optimizer step (generate + score + KL + update), keeps TRL's per-step logs and, in
+        time-to-reward mode, stops training once the moving mean score reaches the target."""
 
-        def __init__(self) -> None:
+        def __init__(self, settings: common.BenchSettings) -> None:
+            self.settings = settings
             self.step_times: list[float] = []
             self.logs: list[dict[str, float]] = []
             self._start = 0.0
@@ -91,25 +103,48 @@ def _recorder_class() -> type:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_times.append(time.perf_counter() - self._start)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
             if logs and "reward" in logs:
                 self.logs.append(dict(logs))
+                if common.target_reached(self.settings, [log["reward"] for log in self.logs]):
+                    control.should_training_stop = True  # the Trainer checks it right after logging
+            return control
 
     return StepRecorder
 
 
-def _check_schedule(settings: common.BenchSettings, seen: list[list[str]]) -> None:
+def _check_schedule(settings: common.BenchSettings, seen: list[list[str]], steps: int) -> None:
     """TRL must have scored step i's B prompts, each k times, exactly as ``prompts_for_step`` says."""
     for step, prompts in enumerate(seen):
         expected = [p for p in settings.prompts_for_step(step) for _ in range(settings.k)]
         if prompts != expected:
             raise RuntimeError(f"step {step}: TRL sampled {prompts}, expected {expected}")
-    if len(seen) != settings.steps:
-        raise RuntimeError(f"TRL scored {len(seen)} batches for {settings.steps} steps")
+    if len(seen) != steps:
+        raise RuntimeError(f"TRL scored {len(seen)} batches for {steps} steps")
 
 
-def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
-    """Train with TRL's RLOOTrainer for ``settings.steps`` steps; return the shared result record.
+def _trainer_classes(algo: str) -> tuple[type, type, str]:
+    """TRL's config and trainer classes for ``algo``, and its loss in words (for the record)."""
+    if algo == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return (
+            RLOOConfig,
+            RLOOTrainer,
+            "sequence-level: -min(r*A, clip(r)*A), mean over completions (r == 1 here)",
+        )
+    from trl import GRPOConfig, GRPOTrainer
+
+    return (
+        GRPOConfig,
+        GRPOTrainer,
+        "token-level: -min(r*A, clip(r)*A) + beta*k3, aggregated by loss_type (r == 1)",
+    )
+
+
+def run_trl(settings: common.BenchSettings) -> dict[str, Any]:
+    """Train with TRL's trainer for ``settings.algo`` (``settings.steps`` steps, or until the target
+    reward); return the shared result record.
 
     Throughput is completions generated / wall time of ``trainer.train()``: building the policy,
     TRL's reference copy and the trainer is excluded. Peak memory is measured from before the
@@ -120,10 +155,10 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import PrinterCallback
     from transformers.utils import logging as hf_logging
-    from trl import RLOOConfig, RLOOTrainer
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars; the table is the output
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*")
+    config_class, trainer_class, loss = _trainer_classes(settings.algo)
 
     reward_fn = common.get_reward(settings.reward)
     seen: list[list[str]] = []  # the prompts of each scored batch, to check TRL followed the schedule
@@ -133,13 +168,14 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
         seen.append(list(prompts))
         return reward_fn(prompts, completions, **kwargs)
 
-    recorder = _recorder_class()()
-    with measure.PeakMemory() as memory, tempfile.TemporaryDirectory(prefix="trl-rloo-") as output_dir:
+    recorder = _recorder_class()(settings)
+    prefix = f"trl-{settings.algo}-"
+    with measure.PeakMemory() as memory, tempfile.TemporaryDirectory(prefix=prefix) as output_dir:
         model, tokenizer = common.build_policy_and_tokenizer(settings)
         info = common.model_info(settings, model, tokenizer)
         kwargs = trl_config_kwargs(settings, output_dir)
-        args = RLOOConfig(**kwargs)
-        trainer = RLOOTrainer(
+        args = config_class(**kwargs)
+        trainer = trainer_class(
             model=model,
             reward_funcs=counting_reward,
             args=args,
@@ -155,9 +191,11 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
         wall = time.perf_counter() - start
 
     logs = recorder.logs
-    if len(logs) != settings.steps or len(recorder.step_times) != settings.steps:
-        raise RuntimeError(f"expected {settings.steps} logged steps, got {len(logs)} logs")
-    _check_schedule(settings, seen)
+    steps = len(recorder.step_times)
+    expected = steps if settings.target_reward is not None else settings.steps
+    if len(logs) != expected or steps != expected:
+        raise RuntimeError(f"expected {expected} logged steps, got {len(logs)} logs and {steps} timed steps")
+    _check_schedule(settings, seen, steps)
     lengths = [log["completions/mean_length"] for log in logs]
     return common.side_result(
         "trl",
@@ -172,6 +210,7 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
         kl_history=[log.get("kl") for log in logs],
         mean_length_history=lengths,
         trl_version=trl.__version__,
+        trl_trainer=trainer_class.__name__,
         trl_config={k: v for k, v in kwargs.items() if k != "output_dir"},
         trl_config_derived={
             "generation_batch_size": args.generation_batch_size,
@@ -180,7 +219,7 @@ def run_trl_rloo(settings: common.BenchSettings) -> dict[str, Any]:
             "adam_beta1": args.adam_beta1,
             "adam_beta2": args.adam_beta2,
             "epsilon_clip": args.epsilon,
-            "loss": "sequence-level: -min(r*A, clip(r)*A), mean over completions (r == 1 here)",
+            "loss": loss,
         },
     )
 
@@ -192,26 +231,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.add_settings_arguments(parser)
     args = parser.parse_args(argv)
     settings = common.settings_from_args(args)
-    result = run_trl_rloo(settings)
+    result = run_trl(settings)
     if args.json:
         measure.write_json(args.json, result)
     if not args.quiet:
         s = settings
         measure.print_table(
-            f"TRL RLOOTrainer: {s.prompts_per_step} prompts x k={s.k}, {s.max_new_tokens} new tokens, "
-            f"{s.steps} steps ({result['model']['source']}, {result['model']['n_params']:,} params)",
+            f"TRL {result['trl_trainer']}: {s.prompts_per_step} prompts x k={s.k}, {s.max_new_tokens} new tokens, "
+            f"{result['steps_run']} steps ({result['model']['source']}, {result['model']['n_params']:,} params)",
             ["metric", "value"],
-            [
-                ["completions/s (total / train wall)", result["completions_per_s"]],
-                ["completions/s (median step)", result["completions_per_s_median_step"]],
-                ["completion tokens/s", result["completion_tokens_per_s"]],
-                ["train wall s", result["train_wall_s"]],
-                ["median step s", result["median_step_s"]],
-                ["peak RSS delta MB", result["peak_mb"]],
-                ["reward step 1", result["reward_history"][0]],
-                [f"reward last {min(s.reward_window, s.steps)} steps", result["reward_final"]],
-                ["completions", result["completions"]],
-            ],
+            common.side_rows(result),
         )
     return result
 
