@@ -6,12 +6,13 @@ pass-through, so single-process runs are exactly what they were. Under ``torchru
 
 - **Prompts**: each rank draws the global batch's prompts from the shared prompt generator (the
   same state on every rank) and keeps its own contiguous block of ``num_envs`` rows, so RLOO's ``k``
-  samples of a prompt stay together and one saved generator state serves any number of ranks.
+  (GRPO's ``num_generations``) samples of a prompt stay together and one saved generator state serves any number of ranks.
 - **Sampling**: each rank samples tokens from its own stream, derived per rollout from the shared
   sampler and the rank (:func:`agents.distributed.rank_generator`).
 - **Gradients**: DDP (or FSDP2) averages them. Each rank's token-mean loss is weighted by its share
   of the global batch's response tokens, so the step is that of the token mean over all ``G``
-  responses, as one process holding the whole batch would take.
+  responses, as one process holding the whole batch would take (losses normalised by sequences,
+  constants or global counts, as GRPO's ``grpo``, ``dr_grpo`` and ``dapo``, are averaged as they are).
 - **Statistics**: reward normalisation sees every rank's rewards, advantage whitening uses global
   moments (:func:`agents.distributed.whiten`), the KL controller the global mean KL, and the
   ``target_kl`` early stop the global approximate KL, so every rank takes the same step.
@@ -147,7 +148,7 @@ class DataParallel:
         """Every rank on its own GPU and with the same number of env rows (equal shares of the batch)."""
         distributed.check_device(device)
         if self.enabled:
-            rows = distributed.all_gather(torch.tensor([num_envs])).tolist()
+            rows = distributed.all_gather(torch.tensor([num_envs], device=device)).tolist()
             if len(set(rows)) > 1:
                 raise ValueError(
                     f"every rank needs the same num_envs, but the ranks have {rows}; build each rank's env alike"

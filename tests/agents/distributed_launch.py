@@ -12,9 +12,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,25 +48,44 @@ def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _finish(procs: list[subprocess.Popen], timeout: float, what: str) -> list[str]:
+def _start(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, IO[str]]:
+    # Output goes to a file, not a pipe: a rank blocked on a full pipe that nobody reads would
+    # stall the other ranks in their next collective.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by _finish, after the process ended)
+    proc = subprocess.Popen(
+        [sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
+    return proc, log
+
+
+def _finish(started: list[tuple[subprocess.Popen, IO[str]]], timeout: float, what: str) -> list[RankResult]:
     deadline = time.monotonic() + timeout
-    outputs: list[str] = []
-    try:
-        for proc in procs:
-            out, _ = proc.communicate(timeout=max(deadline - time.monotonic(), 0.1))
-            outputs.append(out)
-    except subprocess.TimeoutExpired:
-        for proc in procs:
+    hung = False
+    for proc, _ in started:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            hung = True
+            break
+    if hung:
+        for proc, _ in started:
             proc.kill()
-        tails = [(proc.communicate()[0] or "")[-2000:] for proc in procs]
-        raise Hang(f"{what} did not finish within {timeout:.0f} s (killed); output tails: {tails}") from None
-    return outputs
+            proc.wait()
+    results = []
+    for rank, (proc, log) in enumerate(started):
+        log.seek(0)
+        results.append(RankResult(rank, proc.returncode, log.read()))
+        log.close()
+    if hung:
+        tails = [r.output[-2000:] for r in results]
+        raise Hang(f"{what} did not finish within {timeout:.0f} s (killed); output tails: {tails}")
+    return results
 
 
 def run_ranks(argv: list[str], world_size: int = 2, timeout: float = 240.0) -> list[RankResult]:
     """Run ``python <argv>`` as ``world_size`` ranks on this machine; wait at most ``timeout`` seconds."""
     port = str(free_port())
-    procs = []
+    started = []
     for rank in range(world_size):
         env = base_env(
             {
@@ -76,32 +97,14 @@ def run_ranks(argv: list[str], world_size: int = 2, timeout: float = 240.0) -> l
                 "MASTER_PORT": port,
             }
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, *argv],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = _finish(procs, timeout, f"{world_size} ranks of {argv}")
-    return [RankResult(r, p.returncode, out) for r, (p, out) in enumerate(zip(procs, outputs, strict=True))]
+        started.append(_start(argv, env))
+    return _finish(started, timeout, f"{world_size} ranks of {argv}")
 
 
 def run_single(argv: list[str], timeout: float = 240.0) -> RankResult:
     """Run ``python <argv>`` as one plain process (no launcher variables)."""
-    proc = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        env=base_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    (out,) = _finish([proc], timeout, f"{argv}")
-    return RankResult(0, proc.returncode, out)
+    (result,) = _finish([_start(argv, base_env())], timeout, f"{argv}")
+    return result
 
 
 def run_torchrun(argv: list[str], nproc: int = 2, timeout: float = 300.0) -> RankResult:
