@@ -36,12 +36,12 @@ from agents.guards import (
 )
 from agents.logger import Logger
 from agents.losses import mean_stats
+from agents.parallel import DataParallel
 from agents.policies import protocol
 from agents.rewards import SequenceRewards, drop_failed_episodes, sequence_rewards
 from agents.sampling import Evaluation, evaluate_prompts
 from agents.saving import load_agent, save_agent
 from reward_models.kl_control import make_kl_controller
-from reward_models.shaping import RunningMeanStd
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.core import check_prompts
 
@@ -62,6 +62,8 @@ class BaseAlgorithm:
         seed: seeds Python, NumPy, torch and the sampler.
         tensorboard_log: folder for ``progress.csv`` and TensorBoard files; None logs to the console only.
         verbose: 0 silent, 1 a rich table every ``log_interval`` iterations.
+        data_parallel: under ``torchrun`` / ``accelerate launch``, ``"ddp"`` or ``"fsdp"`` (FSDP2);
+            ignored in one process. ``num_envs`` and ``minibatch_size`` are per rank (:mod:`agents.parallel`).
         **config: fields of the algorithm's config dataclass.
     """
 
@@ -79,9 +81,11 @@ class BaseAlgorithm:
         seed: int | None = None,
         tensorboard_log: str | os.PathLike | None = None,
         verbose: int = 1,
+        data_parallel: str = "ddp",
         **config: Any,
     ) -> None:
         self.config = self._make_config(config)
+        self.parallel = DataParallel(data_parallel)  # first: it puts this rank on its own GPU
         if device != "auto":
             device = str(check_device(device))
         self.env = as_vector_env(env, check_int("n_envs", n_envs, 1, 16), device)
@@ -92,11 +96,13 @@ class BaseAlgorithm:
             )
         self.device = self.env.device
         self._check_batch(self.env.num_envs)
+        self.parallel.check_env(self.device, self.env.num_envs)
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
-        # weights are initialised from the global RNG.
+        # weights are initialised from the global RNG (with the same seed on every rank).
         seed = check_agent_args(seed, policy_kwargs, verbose)
         self.generator = torch.Generator(device=self.device)
         self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
+        seed = self.parallel.run_seed(seed)
         self.seed = seed
         if seed is not None:
             self.set_random_seed(seed)
@@ -122,6 +128,9 @@ class BaseAlgorithm:
             ) from err
         self.policy = policy_module.to(self.device)
         self._env_logits = attach_policy(self.policy, self.env)
+        self.parallel.spread_global_rngs()
+        find_unused = protocol.has_values(self.policy) and not self._trains_values()
+        self.parallel.wrap(self.policy, self.env.model, self.env.ref_model, find_unused)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
         init_coef = self.env.kl_coef if self.config.kl_coef is None else self.config.kl_coef
@@ -129,10 +138,11 @@ class BaseAlgorithm:
             init_coef, target=self.config.kl_target, horizon=self.config.kl_horizon
         )
         self.env.set_kl_coef(self.kl_controller.value)
-        self.reward_stats = RunningMeanStd()
+        self.reward_stats = self.parallel.running_mean_std()
         self.verbose = verbose
         self.tensorboard_log = tensorboard_log
-        self.logger = Logger(tensorboard_log, quiet=verbose == 0)
+        quiet = verbose == 0 or not self.parallel.is_main  # rank 0 logs for the whole run
+        self.logger = Logger(self.parallel.log_folder(tensorboard_log), quiet=quiet)
         self.num_timesteps = 0
         self.iteration = 0
         self._nonfinite_skips = 0  # gradient steps dropped by on_nonfinite="skip" in the current update
@@ -158,10 +168,23 @@ class BaseAlgorithm:
                 f"choose a minibatch_size that divides {n_envs}, or change num_envs"
             )
 
+    def _trains_values(self) -> bool:
+        """Whether the loss trains the policy's value head (else DDP is told some go unused)."""
+        return False
+
+    def _token_mean_loss(self) -> bool:
+        """Whether the loss is a mean over the minibatch's tokens (:meth:`DataParallel.evaluate`)."""
+        return True
+
+    @property
+    def rollout_rows(self) -> int:
+        """Rows of the global batch: ``num_envs`` on every rank (``world_size * num_envs``)."""
+        return self.env.num_envs * self.parallel.world_size
+
     def _rollout_prompts(self) -> list[str]:
-        """One prompt per env row, drawn with the agent's own generator (so runs are reproducible)."""
+        """One prompt per row of the global batch (every rank draws the same), from the agent's generator."""
         prompts = self.env.prompts
-        index = torch.randint(len(prompts), (self.env.num_envs,), generator=self._cpu_generator)
+        index = torch.randint(len(prompts), (self.rollout_rows,), generator=self._cpu_generator)
         return [prompts[i] for i in index.tolist()]
 
     def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
@@ -185,7 +208,8 @@ class BaseAlgorithm:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The policy's ``(values | None, logprobs, entropy)``, each ``(B, T)``, of the responses (with grad)."""
-        return protocol.evaluate_sequence(self.policy, input_ids, attention_mask, response_start)
+        fn, by_tokens = protocol.evaluate_sequence, self._token_mean_loss()
+        return self.parallel.evaluate(fn, self.policy, input_ids, attention_mask, response_start, by_tokens)
 
     def stop_early(self, approx_kl: torch.Tensor) -> bool:
         """Stable-Baselines3's ``target_kl``: True once a minibatch's approx KL exceeds 1.5x it.
@@ -194,7 +218,7 @@ class BaseAlgorithm:
         skipped. One host sync per minibatch, and only when ``target_kl`` is set.
         """
         target = self.config.target_kl
-        return target is not None and float(approx_kl) > 1.5 * target
+        return target is not None and float(self.parallel.token_mean(approx_kl)) > 1.5 * target
 
     def step_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward, clip and step; returns the gradient norm before clipping.
@@ -204,10 +228,11 @@ class BaseAlgorithm:
         the step is dropped and counted in ``train/nonfinite_skips``. One host sync per step.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.parallel.loss(loss).backward()  # weighted by this rank's share of the batch's tokens
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = self.config.max_grad_norm or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = self.parallel.grad_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        # The norm is of the gradients every rank shares, so all ranks agree on a skip.
         stats = {"train/loss": loss.detach(), "train/grad_norm": norm.detach()}
         if nonfinite_names(stats):
             if self.config.on_nonfinite == "raise":
@@ -248,7 +273,8 @@ class BaseAlgorithm:
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps
-        runner = CallbackRunner(callback, self, progress_bar)
+        self.optimizer = self.parallel.ready(self.optimizer)
+        runner = CallbackRunner(callback, self, progress_bar and self.parallel.is_main)
         runner.on_training_start(total_timesteps=target)
         while self.num_timesteps < target:
             runner.on_rollout_start()
@@ -275,10 +301,15 @@ class BaseAlgorithm:
 
     def _collect(self, runner: CallbackRunner) -> Episodes | None:
         def on_step() -> bool:
-            self.num_timesteps += self.env.num_envs
+            self.num_timesteps += self.rollout_rows
             return runner.on_step()
 
         self.policy.eval()
+        if self.parallel.enabled:  # callbacks run after the rollout, in step on every rank
+            modules = (self.policy, self.env.ref_model)
+            return self.parallel.collect(
+                self.env, self._rollout_prompts(), self._act(), self.generator, on_step, modules
+            )
         return collect_episodes(self.env, self._rollout_prompts(), self._act(), self.generator, on_step)
 
     def _all_dropped(self, episodes: Episodes) -> bool:
@@ -308,25 +339,25 @@ class BaseAlgorithm:
         seconds: float,
         log_interval: int,
     ) -> None:
-        kept = None if episodes.dropped is None else ~episodes.dropped  # statistics of kept episodes only
-        n_kept = self.env.num_envs if kept is None else int(kept.sum())
-        kl_per_seq = episodes.kl.sum(-1).sum() / n_kept  # a dropped episode's KL is zeroed
-        self.kl_controller.update(kl_per_seq, n_steps=n_kept)
+        # Over the global batch, so every rank's KL controller moves alike and rank 0 logs it all.
+        score_mean, reward_mean, kl_per_seq, tokens, n_kept = self.parallel.rollout_means(
+            episodes, rewards.total
+        )
+        self.kl_controller.update(kl_per_seq, n_steps=int(n_kept))
         self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1
-        tokens = episodes.response_mask.sum()
         record = self.logger.record
-        record("rollout/score_mean", episodes.scores.mean() if kept is None else episodes.scores[kept].mean())
-        record("rollout/reward_errors", self.env.num_envs - n_kept)
-        record("rollout/reward_mean", rewards.total.mean())
+        record("rollout/score_mean", score_mean)
+        record("rollout/reward_errors", self.rollout_rows - int(n_kept))
+        record("rollout/reward_mean", reward_mean)
         record("rollout/kl_mean", kl_per_seq)
-        record("rollout/response_length", tokens / n_kept)
+        record("rollout/response_length", tokens * self.parallel.world_size / n_kept)
         for key, value in stats.items():
             record(key, value)
         record("train/nonfinite_skips", self._nonfinite_skips)
         self._nonfinite_skips = 0
         record("train/kl_coef", self.kl_controller.value)
-        record("time/tokens_per_s", tokens / max(seconds, 1e-9))
+        record("time/tokens_per_s", tokens * self.parallel.world_size / max(seconds, 1e-9))
         record("time/iterations", self.iteration)
         record("time/total_timesteps", self.num_timesteps)
         if self.iteration % max(log_interval, 1) == 0:
@@ -363,8 +394,10 @@ class BaseAlgorithm:
         """
         check_prompts(prompts)
         n_samples, seed = check_int("n_samples", n_samples, 1, 1), check_int("seed", seed, 0, 0, 2**63 - 1)
+        self.optimizer = self.parallel.ready(self.optimizer)
         self.policy.eval()
-        return evaluate_prompts(self.env, self._act(), prompts, deterministic, n_samples, seed)
+        with self.parallel.rollout(self.policy, self.env.ref_model):  # every rank evaluates all prompts
+            return evaluate_prompts(self.env, self._act(), prompts, deterministic, n_samples, seed)
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
@@ -389,8 +422,11 @@ class BaseAlgorithm:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint directory (atomically): model, optimizer, KL controller, RNGs, counters."""
-        save_agent(self, path)
+        """Write a checkpoint directory (atomically): model, optimizer, KL controller, RNGs, counters.
+
+        Distributed, every rank calls it: rank 0 writes, and a failure there raises on every rank.
+        """
+        self.parallel.save(self.policy, self.optimizer, lambda *state: save_agent(self, path, *state))
 
     def _extra_state(self) -> dict[str, Any]:
         """Algorithm state a checkpoint carries beyond the shared one; subclasses add theirs."""
@@ -420,4 +456,6 @@ class BaseAlgorithm:
             policy: the policy class, needed only when it was a custom class.
             **kwargs: constructor overrides (``verbose``, ``tensorboard_log``, ...).
         """
-        return load_agent(cls, path, env, device, policy, **kwargs)
+        agent = load_agent(cls, path, env, device, policy, **kwargs)
+        agent.parallel.spread_global_rngs()  # the checkpoint holds rank 0's global streams
+        return agent

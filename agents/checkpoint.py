@@ -123,20 +123,24 @@ def _json_config(config: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- save
 
 
-def _save_policy(policy: nn.Module, root: Path) -> dict[str, Any]:
+def _save_policy(policy: nn.Module, root: Path, state: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
     model: Any = policy.model if isinstance(policy, LMPolicy) else None  # a transformers (or peft) model
+    given, state = state is not None, policy.state_dict() if state is None else state
     if model is not None and hasattr(model, "save_pretrained"):
-        model.save_pretrained(root / MODEL_DIR)
+        if given:  # the full weights of a sharded model, gathered by the caller
+            own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            model.save_pretrained(root / MODEL_DIR, state_dict=own)
+        else:
+            model.save_pretrained(root / MODEL_DIR)
         tokenizer = policy.tokenizer if isinstance(policy, LMPolicy) else None
         if tokenizer is not None:
             tokenizer.save_pretrained(root / MODEL_DIR)
-        extra = {k: v for k, v in policy.state_dict().items() if not k.startswith("model.")}
+        extra = {k: v for k, v in state.items() if not k.startswith("model.")}
         if extra:  # clones: safetensors refuses tensors that share memory
             save_file({k: v.detach().cpu().contiguous().clone() for k, v in extra.items()}, root / EXTRA_FILE)
         layout = "pretrained"
     else:
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}
-        save_file(state, root / POLICY_FILE)
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, root / POLICY_FILE)
         tokenizer, layout = None, "state_dict"
     return {
         "class": f"{type(policy).__module__}.{type(policy).__qualname__}",
@@ -151,12 +155,13 @@ def save_checkpoint(
     *,
     algo_name: str,
     policy: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Mapping[str, Any] | None = None,
     kl_controller_state: Mapping[str, Any] | None = None,
     rng_states: Mapping[str, Any] | None = None,
     counters: Mapping[str, int | float] | None = None,
     config: Any = None,
     extra: Mapping[str, Any] | None = None,
+    policy_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (see the module docstring for the layout).
 
@@ -164,12 +169,14 @@ def save_checkpoint(
         path: the checkpoint directory; an existing one is replaced only once the new one is complete.
         algo_name: the algorithm's name (``"PPO"``); :func:`load_checkpoint` checks it.
         policy: the policy module (its model, tokenizer and extra weights are saved).
-        optimizer: saved through ``state_dict()``.
+        optimizer: saved through ``state_dict()``, or that state dict itself.
         kl_controller_state: the KL controller's ``state_dict()``.
         rng_states: from :func:`get_rng_state`; captured now when None.
         counters: step counters, e.g. ``{"num_timesteps": ..., "iteration": ...}``.
         config: the algorithm's config (dataclass or dict), stored as JSON.
         extra: anything else weights-only loadable (tensors, numbers, strings, lists, dicts).
+        policy_state: the policy's full ``state_dict()`` when ``policy.state_dict()`` would not give
+            plain tensors (an FSDP-sharded policy); None reads it from ``policy``.
 
     Returns:
         The checkpoint directory.
@@ -180,7 +187,7 @@ def save_checkpoint(
     if not isinstance(algo_name, str) or not algo_name:
         raise ValueError(f"algo_name must be a non-empty string such as 'PPO', got {algo_name!r}")
     trainer_state = {
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer,
         "kl_controller": dict(kl_controller_state) if kl_controller_state is not None else None,
         "rng": dict(rng_states) if rng_states is not None else get_rng_state(),
         "counters": dict(counters or {}),
@@ -196,7 +203,7 @@ def save_checkpoint(
         "config": _json_config(config),
     }
     with atomic_directory(path) as tmp:
-        meta["policy"] = _save_policy(policy, tmp)
+        meta["policy"] = _save_policy(policy, tmp, policy_state)
         torch.save(trainer_state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return Path(path)

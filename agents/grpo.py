@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from agents import distributed
 from agents.advantages import SCALE_REWARDS, ScaleRewards, group_advantages
 from agents.base import BaseAlgorithm
 from agents.collect import Episodes
@@ -177,8 +178,11 @@ class GRPO(BaseAlgorithm):
     def _rollout_prompts(self) -> list[str]:
         """``num_envs // num_generations`` prompts, each repeated in adjacent rows (prompt-major)."""
         g = self.config.num_generations
-        index = torch.randint(len(self.env.prompts), (self.env.num_envs // g,), generator=self._cpu_generator)
+        index = torch.randint(len(self.env.prompts), (self.rollout_rows // g,), generator=self._cpu_generator)
         return [self.env.prompts[i] for i in index.tolist() for _ in range(g)]
+
+    def _token_mean_loss(self) -> bool:
+        return self.config.loss_type == "bnpo"  # the others divide by sequences, constants, or global tokens
 
     def iter_minibatches(self, n: int) -> Iterator[torch.Tensor]:
         """Shuffled index sets over ``n`` episodes, ``num_iterations`` times (GRPO's passes)."""
@@ -190,11 +194,15 @@ class GRPO(BaseAlgorithm):
     def _update(self, episodes: Episodes, rewards: SequenceRewards) -> dict[str, Any]:
         cfg = self.config
         # With beta > 0 the total is the score alone (kl_coef is 0); the KL enters the loss below.
-        advantages = group_advantages(rewards.total, cfg.num_generations, cfg.scale_rewards)  # (N,)
+        # Over every rank's rewards (whole groups, rank-major), so "batch" scales by the global batch's std.
+        everyone = group_advantages(
+            distributed.all_gather(rewards.total), cfg.num_generations, cfg.scale_rewards
+        )
+        advantages = everyone.view(distributed.info().world_size, -1)[distributed.info().rank]  # (N,)
         input_ids, attention_mask = episodes.input_ids, episodes.attention_mask  # (N, P + T)
         start, n = episodes.response_start, len(advantages)
         # DAPO weighs every token of the rollout alike: a minibatch's share of the batch's tokens.
-        tokens_per_row = episodes.response_mask.sum() / n
+        tokens_per_row = distributed.all_reduce_mean(episodes.response_mask.sum() / n)  # of the global batch
         ref_logprobs = episodes.ref_logprobs if cfg.beta > 0 else None
         steps, stopped = [], False
         for idx in self.iter_minibatches(n):

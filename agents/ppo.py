@@ -24,10 +24,11 @@ from agents.advantages import gae
 from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig, _help
+from agents.distributed import whiten  # over the global batch when several ranks train
 from agents.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from agents.policies import has_values, protocol
 from agents.rewards import SequenceRewards
-from reward_models.shaping import shaped_rewards, whiten
+from reward_models.shaping import shaped_rewards
 
 
 @dataclass
@@ -106,6 +107,9 @@ class PPO(BaseAlgorithm):
                 f"PPO needs a policy with a value head, but {type(self.policy).__name__} has none; "
                 "use PPO('LMActorCriticPolicy', env, ...) (or RLOO / REINFORCE, which need no critic)"
             )
+
+    def _trains_values(self) -> bool:
+        return True  # the value loss trains the critic
 
     # ------------------------------------------------------------------ rollout values
 

@@ -21,14 +21,15 @@ from typing import Any, Literal
 
 import torch
 
+from agents import distributed
 from agents.advantages import MovingAverageBaseline
 from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig
+from agents.distributed import whiten  # over the global batch when several ranks train
 from agents.losses import clipped_policy_loss, masked_mean
 from agents.policies import has_values
 from agents.rewards import SequenceRewards
-from reward_models.shaping import whiten
 
 Baseline = Literal["moving_average", "learned", "none"]
 BASELINES: tuple[str, ...] = ("moving_average", "learned", "none")
@@ -94,6 +95,9 @@ class REINFORCE(BaseAlgorithm):
             )
         self.baseline = MovingAverageBaseline(self.config.baseline_decay)
 
+    def _trains_values(self) -> bool:
+        return self.config.baseline == "learned"
+
     # ------------------------------------------------------------------ advantages
 
     def _sequence_baseline(self, rewards: torch.Tensor) -> float:
@@ -101,7 +105,7 @@ class REINFORCE(BaseAlgorithm):
         if self.config.baseline != "moving_average":
             return 0.0
         value = self.baseline.value  # 0 before the first batch, so the first update is plain REINFORCE
-        self.baseline.update(rewards)
+        self.baseline.update(distributed.all_gather(rewards))  # every rank's rewards
         return value
 
     def _learned_baseline(

@@ -19,9 +19,9 @@ from agents.advantages import rloo_advantages
 from agents.base import BaseAlgorithm
 from agents.collect import Episodes
 from agents.config import AlgoConfig
+from agents.distributed import whiten  # over the global batch when several ranks train
 from agents.losses import clipped_policy_loss, masked_mean
 from agents.rewards import SequenceRewards
-from reward_models.shaping import whiten
 
 
 @dataclass
@@ -71,9 +71,9 @@ class RLOO(BaseAlgorithm):
             )
 
     def _rollout_prompts(self) -> list[str]:
-        """``num_envs // k`` prompts, each repeated ``k`` times in adjacent rows (prompt-major)."""
+        """``rollout_rows // k`` prompts, each repeated ``k`` times in adjacent rows (prompt-major)."""
         prompts = self.env.prompts
-        n_prompts = self.env.num_envs // self.config.k
+        n_prompts = self.rollout_rows // self.config.k
         index = torch.randint(len(prompts), (n_prompts,), generator=self._cpu_generator)
         return [prompts[i] for i in index.tolist() for _ in range(self.config.k)]
 

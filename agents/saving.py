@@ -25,14 +25,23 @@ def is_builtin_policy(policy_class: type) -> bool:
     return POLICY_ALIASES.get(policy_class.__name__) is policy_class
 
 
-def save_agent(agent: BaseAlgorithm, path: str | os.PathLike) -> None:
-    """Write ``agent``'s checkpoint directory (atomically)."""
+def save_agent(
+    agent: BaseAlgorithm,
+    path: str | os.PathLike,
+    optimizer_state: dict[str, Any] | None = None,
+    policy_state: dict[str, Any] | None = None,
+) -> None:
+    """Write ``agent``'s checkpoint directory (atomically).
+
+    ``optimizer_state`` and ``policy_state`` replace ``agent.optimizer.state_dict()`` and
+    ``agent.policy.state_dict()`` when those hold shards (FSDP; see :meth:`DataParallel.save`).
+    """
     policy = agent.policy_class.__name__ if is_builtin_policy(agent.policy_class) else None
     save_checkpoint(
         path,
         algo_name=agent.algo_name,
         policy=agent.policy,
-        optimizer=agent.optimizer,
+        optimizer=agent.optimizer if optimizer_state is None else optimizer_state,
         kl_controller_state=agent.kl_controller.state_dict(),
         rng_states=get_rng_state(agent._named_generators()),
         counters={"num_timesteps": agent.num_timesteps, "iteration": agent.iteration},
@@ -42,6 +51,7 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike) -> None:
             "policy_kwargs": agent.policy_kwargs,
         },
         extra=agent._extra_state(),
+        policy_state=policy_state,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from agents.base import BaseAlgorithm
 from agents.config import AlgoConfig
+from agents.distributed import local_device
 from agents.evaluation import EvalReport, evaluate_policy, write_json_atomic
 from agents.grpo import GRPO
 from agents.hyperparams import RUN_KEYS, tuned_agents, tuned_hyperparams
@@ -179,6 +180,7 @@ def make_envs(args: TrainArguments, num_envs: int) -> tuple[str, Any]:
     import gymnasium as gym
 
     kwargs: dict[str, Any] = {}
+    device = _rank_device(args.device)
     if args.env is None:
         missing = [flag for flag in ("model", "reward_model", "prompts") if getattr(args, flag) is None]
         if missing:
@@ -192,7 +194,7 @@ def make_envs(args: TrainArguments, num_envs: int) -> tuple[str, Any]:
     if args.reward_model is not None:
         from reward_models.learned import LearnedRewardModel
 
-        kwargs["reward_model"] = LearnedRewardModel(args.reward_model, device=args.device)
+        kwargs["reward_model"] = LearnedRewardModel(args.reward_model, device=device)
     if args.prompts is not None:
         kwargs["prompts"] = read_prompts(args.prompts)
         if args.eval_prompts is not None:  # else the window fits the training prompts only
@@ -202,9 +204,14 @@ def make_envs(args: TrainArguments, num_envs: int) -> tuple[str, Any]:
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
     envs = gym.make_vec(
-        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=args.device, **kwargs
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device, **kwargs
     )
     return env_id, envs
+
+
+def _rank_device(device: str) -> str:
+    """``"cuda"`` is this rank's own GPU under ``torchrun`` (``cuda:LOCAL_RANK``); anything else as given."""
+    return str(local_device("cuda")) if device == "cuda" else device
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -285,7 +292,9 @@ def train_agent(args: TrainArguments, config: AlgoConfig | None = None) -> Train
         "after": {k: v for k, v in after.to_dict().items() if k != "samples"},
         "samples": after.to_dict()["samples"][:: args.eval_samples],
     }
-    write_json_atomic(out / RESULT_FILE, summary)
+    agent.parallel.on_main(
+        lambda: write_json_atomic(out / RESULT_FILE, summary), phase="summary"
+    )  # rank 0 writes
     return TrainResult(agent, before, after, out, settings, seconds)
 
 

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     train_args, config = parse_dataclasses(args, TrainArguments, algo.config_class, defaults=tuned)
     console = Console()
     result = train_agent(train_args, config)
+    if not result.agent.parallel.is_main:  # under torchrun, rank 0 reports for the whole run
+        return 0
     for report in (result.after.summary_table(), result.after.table()):
         console.print(report)
     console.print(
