@@ -25,15 +25,25 @@ from agents.attach import as_vector_env, attach_policy
 from agents.callbacks import CallbackRunner, MaybeCallback
 from agents.collect import Episodes, collect_episodes
 from agents.config import AlgoConfig, check_renamed
+from agents.guards import (
+    check_agent_args,
+    check_device,
+    check_finite_stats,
+    check_int,
+    check_learn_args,
+    nonfinite_names,
+    out_of_memory_hint,
+)
 from agents.logger import Logger
 from agents.losses import mean_stats
 from agents.parallel import DataParallel
 from agents.policies import protocol
-from agents.rewards import SequenceRewards, sequence_rewards
+from agents.rewards import SequenceRewards, drop_failed_episodes, sequence_rewards
 from agents.sampling import Evaluation, evaluate_prompts
 from agents.saving import load_agent, save_agent
 from reward_models.kl_control import make_kl_controller
 from textrl_env import TextGenerationVectorEnv
+from textrl_env.core import check_prompts
 
 __all__ = ["BaseAlgorithm", "Evaluation", "SequenceRewards"]
 
@@ -76,7 +86,9 @@ class BaseAlgorithm:
     ) -> None:
         self.config = self._make_config(config)
         self.parallel = DataParallel(data_parallel)  # first: it puts this rank on its own GPU
-        self.env = as_vector_env(env, n_envs, device)
+        if device != "auto":
+            device = str(check_device(device))
+        self.env = as_vector_env(env, check_int("n_envs", n_envs, 1, 16), device)
         if device != "auto" and torch.device(device) != self.env.device:
             raise ValueError(
                 f"device={device!r} but the env's model is on {self.env.device}; build the env on the same device "
@@ -87,9 +99,9 @@ class BaseAlgorithm:
         self.parallel.check_env(self.device, self.env.num_envs)
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
         # weights are initialised from the global RNG (with the same seed on every rank).
+        seed = self.parallel.run_seed(check_agent_args(seed, policy_kwargs, verbose))
         self.generator = torch.Generator(device=self.device)
         self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
-        seed = self.parallel.run_seed(seed)
         self.seed = seed
         if seed is not None:
             self.set_random_seed(seed)
@@ -100,12 +112,20 @@ class BaseAlgorithm:
                 "parameters); subclass agents.policies.BasePolicy or LMPolicy"
             )
         self.policy_kwargs = dict(policy_kwargs or {})
-        self.policy = self.policy_class(
-            self.env.model,
-            tokenizer=self.env.tokenizer,
-            temperature=self.env.temperature,
-            **self.policy_kwargs,
-        ).to(self.device)
+        try:
+            policy_module = self.policy_class(
+                self.env.model,
+                tokenizer=self.env.tokenizer,
+                temperature=self.env.temperature,
+                **self.policy_kwargs,
+            )
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise TypeError(
+                f"policy_kwargs={self.policy_kwargs!r} do not fit {self.policy_class.__name__}: {err}"
+            ) from err
+        self.policy = policy_module.to(self.device)
         self._env_logits = attach_policy(self.policy, self.env)
         self.parallel.spread_global_rngs()
         find_unused = protocol.has_values(self.policy) and not self._trains_values()
@@ -124,6 +144,7 @@ class BaseAlgorithm:
         self.logger = Logger(self.parallel.log_folder(tensorboard_log), quiet=quiet)
         self.num_timesteps = 0
         self.iteration = 0
+        self._nonfinite_skips = 0  # gradient steps dropped by on_nonfinite="skip" in the current update
 
     def _make_config(self, config: dict[str, Any]) -> AlgoConfig:
         check_renamed(config, self.algo_name)
@@ -199,14 +220,26 @@ class BaseAlgorithm:
         return target is not None and float(self.parallel.token_mean(approx_kl)) > 1.5 * target
 
     def step_optimizer(self, loss: torch.Tensor) -> torch.Tensor:
-        """Backward, clip and step; returns the gradient norm before clipping."""
+        """Backward, clip and step; returns the gradient norm before clipping.
+
+        A NaN / infinite loss or gradient norm never reaches the weights: with ``on_nonfinite="raise"``
+        (the default) it stops training with the iteration and the statistic named; with ``"skip"``
+        the step is dropped and counted in ``train/nonfinite_skips``. One host sync per step.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         self.parallel.loss(loss).backward()  # weighted by this rank's share of the batch's tokens
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = self.config.max_grad_norm or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = self.parallel.grad_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        stats = {"train/loss": loss.detach(), "train/grad_norm": norm.detach()}
+        if self.parallel.any_rank(bool(nonfinite_names(stats))):  # every rank skips (or raises) alike
+            if self.config.on_nonfinite == "raise":
+                check_finite_stats(stats, self.iteration + 1, self.algo_name)
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite_skips += 1
+            return norm
         self.optimizer.step()
-        return self.parallel.grad_norm(norm)
+        return norm
 
     @staticmethod
     def update_stats(steps: Sequence[Mapping[str, Any]], stopped_early: bool) -> dict[str, Any]:
@@ -234,6 +267,7 @@ class BaseAlgorithm:
         Returns:
             self, so ``Algo(...).learn(...)`` chains as in Stable-Baselines3.
         """
+        total_timesteps, log_interval = check_learn_args(total_timesteps, log_interval)
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps
@@ -243,13 +277,17 @@ class BaseAlgorithm:
         while self.num_timesteps < target:
             runner.on_rollout_start()
             start = time.perf_counter()
-            episodes = self._collect(runner)
+            with self._oom_hint("rollout"):
+                episodes = self._collect(runner)
             if episodes is None:
                 break
             runner.on_rollout_end()
+            episodes = drop_failed_episodes(episodes)
+            if self._all_dropped(episodes):
+                continue
             rewards = self._sequence_rewards(episodes)
             self.policy.train()
-            with self._autocast():
+            with self._autocast(), self._oom_hint("update"):
                 stats = self._update(episodes, rewards)
             self._after_update(episodes, rewards, stats, time.perf_counter() - start, log_interval)
         runner.on_training_end()
@@ -272,6 +310,17 @@ class BaseAlgorithm:
             )
         return collect_episodes(self.env, self._rollout_prompts(), self._act(), self.generator, on_step)
 
+    def _all_dropped(self, episodes: Episodes) -> bool:
+        """True (and logged) when the reward failed on every episode of the rollout: no update then."""
+        every = episodes.dropped is not None and bool(episodes.dropped.all())
+        if not self.parallel.all_ranks(every):  # a rank with none kept still steps, with zero weight
+            return False
+        self.iteration += 1
+        self.logger.record("rollout/reward_errors", self.rollout_rows)
+        self.logger.record("time/iterations", self.iteration)
+        self.logger.dump(self.num_timesteps)
+        return True
+
     def _sequence_rewards(self, episodes: Episodes) -> SequenceRewards:
         """The env's return ``score - kl_coef * sum(KL)`` per episode, in its parts, with optional shaping."""
         return sequence_rewards(
@@ -289,24 +338,32 @@ class BaseAlgorithm:
         seconds: float,
         log_interval: int,
     ) -> None:
-        # Over the global batch, so every rank's KL controller moves alike and rank 0 logs it all.
-        score_mean, reward_mean, kl_per_seq, tokens = self.parallel.rollout_means(episodes, rewards.total)
-        self.kl_controller.update(kl_per_seq, n_steps=self.rollout_rows)
+        # Kept episodes only, over the global batch: every rank's KL controller moves alike.
+        n_kept, score_mean, reward_mean, kl_per_seq, tokens = self.parallel.rollout_stats(
+            episodes, rewards.total
+        )
+        self.kl_controller.update(kl_per_seq, n_steps=n_kept)
         self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1
         record = self.logger.record
         record("rollout/score_mean", score_mean)
+        record("rollout/reward_errors", self.rollout_rows - n_kept)
         record("rollout/reward_mean", reward_mean)
         record("rollout/kl_mean", kl_per_seq)
-        record("rollout/response_length", tokens / self.env.num_envs)
+        record("rollout/response_length", tokens / n_kept)
         for key, value in stats.items():
             record(key, value)
+        record("train/nonfinite_skips", self._nonfinite_skips)
+        self._nonfinite_skips = 0
         record("train/kl_coef", self.kl_controller.value)
-        record("time/tokens_per_s", tokens * self.parallel.world_size / max(seconds, 1e-9))
+        record("time/tokens_per_s", tokens / max(seconds, 1e-9))
         record("time/iterations", self.iteration)
         record("time/total_timesteps", self.num_timesteps)
         if self.iteration % max(log_interval, 1) == 0:
             self.logger.dump(self.num_timesteps)
+
+    def _oom_hint(self, stage: str) -> contextlib.AbstractContextManager:
+        return out_of_memory_hint(stage, self.algo_name, self.config.minibatch_size, self.env.num_envs)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on CUDA (weights stay fp32); nothing on CPU."""
@@ -334,6 +391,8 @@ class BaseAlgorithm:
         Uses the env (so scores and KL are the env's) and a sampler seeded by ``seed``, so the
         training run's own random streams are untouched.
         """
+        check_prompts(prompts)
+        n_samples, seed = check_int("n_samples", n_samples, 1, 1), check_int("seed", seed, 0, 0, 2**63 - 1)
         self.optimizer = self.parallel.ready(self.optimizer)
         self.policy.eval()
         with self.parallel.rollout(self.policy, self.env.ref_model):  # every rank evaluates all prompts

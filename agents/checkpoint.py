@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from agents.atomic import atomic_directory
+from agents.atomic import atomic_directory, recover_directory
 from agents.policies import BasePolicy, LMPolicy
 from agents.rng import get_rng_state, set_rng_state
 
@@ -275,6 +275,7 @@ def load_checkpoint(path: str | os.PathLike, expected_algo: str | None = None) -
         CheckpointError (a ValueError): written by another algorithm, or a file is missing or damaged.
     """
     root = Path(path)
+    recover_directory(root)  # a save killed between its two renames left the previous one beside it
     meta = _read_meta(root)
     if expected_algo is not None and meta["algo"] != expected_algo:
         raise CheckpointError(

@@ -33,6 +33,9 @@ class Episodes:
     kl: torch.Tensor  # (N, T) per-token KL estimate, from the env
     scores: torch.Tensor  # (N,) reward-model scores
     env_steps: int  # vector-env steps it took
+    dropped: torch.Tensor | None = (
+        None  # (N,) bool: the reward failed and the env skipped it (on_reward_error="skip")
+    )
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -98,6 +101,7 @@ def _collect(
     mask = torch.zeros((n, p + t), dtype=torch.long, device=device)
     stores = {key: torch.zeros((n, t), device=device) for key in ("logprobs", "ref_logprobs", "kl")}
     scores = torch.zeros(n, device=device)
+    dropped = torch.zeros(n, dtype=torch.bool, device=device)
     completions = [""] * n
     recorded = np.zeros(n, dtype=bool)
     steps = 0
@@ -118,6 +122,8 @@ def _collect(
             for key, store in stores.items():
                 store[rows] = info[key][rows]
             scores[rows] = info["score"][rows]
+            if "reward_error" in info:
+                dropped[rows] = torch.as_tensor(info["reward_error"], device=device)[rows]
             for i in np.flatnonzero(new):
                 completions[i] = info["completion"][i]
             recorded |= new
@@ -135,4 +141,5 @@ def _collect(
         kl=stores["kl"],
         scores=scores,
         env_steps=steps,
+        dropped=dropped,
     )

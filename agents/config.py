@@ -23,6 +23,14 @@ RENAMED: dict[str, str] = {
 }
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _help(text: str, default: Any) -> Any:
     return field(default=default, metadata={"help": text})
 
@@ -81,6 +89,11 @@ class AlgoConfig:
     kl_horizon: int = _help("horizon (in episodes) of the adaptive KL controller.", 10_000)
     normalize_rewards: bool = _help("scale sequence rewards by a running std (mean kept).", False)
     missing_eos_penalty: float | None = _help("subtracted from the score of responses with no EOS.", None)
+    on_nonfinite: str = _help(
+        "a NaN/inf loss or gradient norm: 'raise' stops with the iteration and the statistic named; "
+        "'skip' drops that gradient step (counted in train/nonfinite_skips).",
+        "raise",
+    )
 
     def __post_init__(self) -> None:
         positive = {
@@ -89,26 +102,41 @@ class AlgoConfig:
             "clip_range": self.clip_range,
         }
         for name, value in positive.items():
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.max_grad_norm, int | float) and self.max_grad_norm >= 0):
+        if not (
+            _is_number(self.max_grad_norm) and math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0
+        ):
             raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm!r}")
-        if not (isinstance(self.n_epochs, int) and self.n_epochs >= 1):
+        if not (_is_int(self.n_epochs) and self.n_epochs >= 1):
             raise ValueError(f"n_epochs must be an int >= 1, got {self.n_epochs!r}")
         if self.minibatch_size is not None and not (
-            isinstance(self.minibatch_size, int) and self.minibatch_size >= 1
+            _is_int(self.minibatch_size) and self.minibatch_size >= 1
         ):
             raise ValueError(f"minibatch_size must be None or an int >= 1, got {self.minibatch_size!r}")
-        if self.kl_coef is not None and not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
+        if self.kl_coef is not None and not (
+            _is_number(self.kl_coef) and math.isfinite(self.kl_coef) and self.kl_coef >= 0
+        ):
             raise ValueError(f"kl_coef must be None or a finite number >= 0, got {self.kl_coef!r}")
         for name in ("target_kl", "kl_target"):
             value = getattr(self, name)
-            if value is not None and not (
-                isinstance(value, int | float) and math.isfinite(value) and value > 0
-            ):
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be None (off) or a finite number > 0, got {value!r}")
-        if not (isinstance(self.kl_horizon, int) and self.kl_horizon >= 1):
+        if not (_is_int(self.kl_horizon) and self.kl_horizon >= 1):
             raise ValueError(f"kl_horizon must be an int >= 1, got {self.kl_horizon!r}")
+        if not isinstance(self.normalize_rewards, bool):
+            raise TypeError(f"normalize_rewards must be True or False, got {self.normalize_rewards!r}")
+        if self.missing_eos_penalty is not None and not (
+            _is_number(self.missing_eos_penalty) and math.isfinite(self.missing_eos_penalty)
+        ):
+            raise ValueError(
+                f"missing_eos_penalty must be None (off) or a finite number, got {self.missing_eos_penalty!r}"
+            )
+        if self.on_nonfinite not in ("raise", "skip"):
+            raise ValueError(
+                f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}; 'raise' stops training, "
+                "'skip' drops the gradient step and counts it in train/nonfinite_skips"
+            )
 
     @classmethod
     def field_names(cls) -> set[str]:

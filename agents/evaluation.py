@@ -28,6 +28,7 @@ import torch
 
 from agents.collect import collect_episodes
 from reward_models.protocol import RewardModel, compute_rewards, reward_name
+from reward_models.safe_loading import from_pretrained_safely
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -349,8 +350,8 @@ def evaluate_model(args: EvalArguments) -> EvalReport:
     env_id = check_env_id(args.env)
     if args.reference is None and env_id == "textrl/TextGeneration-v0":
         raise ValueError(f"{env_id} has no default model: pass --reference MODEL_DIR")
-    policy = AutoModelForCausalLM.from_pretrained(resolve_policy_dir(args.policy))
-    reference = AutoModelForCausalLM.from_pretrained(args.reference or DEFAULT_MODEL_PATH)
+    policy = from_pretrained_safely(AutoModelForCausalLM, resolve_policy_dir(args.policy))
+    reference = from_pretrained_safely(AutoModelForCausalLM, args.reference or DEFAULT_MODEL_PATH)
     kwargs: dict[str, Any] = {"model": policy, "ref_model": reference, "device": args.device}
     if args.reward_model is not None:
         from reward_models.learned import LearnedRewardModel

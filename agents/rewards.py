@@ -7,6 +7,7 @@ token. Both read the same :class:`SequenceRewards`, so no algorithm takes the to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,7 @@ def sequence_rewards(
         reward_stats: when given, it is updated with this batch's totals and the totals are divided
             by its std (the mean is kept), as ``normalize_rewards`` asks.
     """
+    kept = None if episodes.dropped is None or not bool(episodes.dropped.any()) else ~episodes.dropped
     scores = episodes.scores
     if missing_eos is not None:
         scores = missing_eos_penalty(scores, episodes.has_eos, missing_eos)
@@ -53,7 +55,31 @@ def sequence_rewards(
     total = scores - kl_coef * kl.sum(-1)
     scale = 1.0
     if reward_stats is not None:
-        reward_stats.update(total)
+        reward_stats.update(total if kept is None else total[kept])
         scale = float(reward_stats.std)
         total = reward_stats.normalize(total, shift_mean=False)
+    if kept is not None and bool(kept.any()):
+        # A dropped episode has no weight (its response mask is 0, see drop_failed_episodes); it gets
+        # the kept episodes' mean reward so batch baselines (RLOO's leave-one-out, whitening, the
+        # moving average) see a neutral value rather than a fake 0.
+        total = torch.where(kept, total, total[kept].mean())
+        scores = torch.where(kept, scores, scores[kept].mean())
     return SequenceRewards(score=scores, kl=kl, kl_coef=float(kl_coef), scale=scale, total=total)
+
+
+def drop_failed_episodes(episodes: Episodes) -> Episodes:
+    """``episodes`` with the response mask of every dropped episode zeroed (it weighs nothing in a loss).
+
+    An episode is dropped when the env's reward failed on it under ``on_reward_error="skip"``. Every
+    algorithm's loss is a masked mean over response tokens, so a zero mask gives the episode zero
+    weight; :func:`sequence_rewards` also keeps it out of the reward statistics.
+    """
+    if episodes.dropped is None or not bool(episodes.dropped.any()):
+        return episodes
+    keep = (~episodes.dropped).to(episodes.response_mask.dtype).unsqueeze(1)  # (N, 1)
+    return dataclasses.replace(
+        episodes,
+        response_mask=episodes.response_mask * keep,
+        kl=episodes.kl * keep,
+        logprobs=episodes.logprobs * keep,
+    )

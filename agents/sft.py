@@ -31,6 +31,7 @@ from agents.config import _help
 from agents.losses import masked_mean
 from reward_models.encoding import encode_continuation, encode_prompts
 from reward_models.jsonl import read_jsonl_records, record_problem
+from reward_models.safe_loading import from_pretrained_safely
 from textrl_env.logprobs import sequence_logprobs
 
 FIELDS = ("prompt", "response")
@@ -307,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> SFTResult:
         max_prompt_tokens=args.max_prompt_tokens, max_response_tokens=args.max_response_tokens,
     )  # fmt: skip
     demos = read_demonstrations(args.data, on_error="skip_with_warning" if args.skip_bad_lines else "raise")
-    model = AutoModelForCausalLM.from_pretrained(args.model)
+    model = from_pretrained_safely(AutoModelForCausalLM, args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
     result = train_sft(model, tokenizer, demos, config, output_dir=args.out, progress=not args.quiet)
     if not args.quiet:

@@ -3,6 +3,7 @@
 This package knows nothing of environments or agents: text in, numbers out.
 """
 
+from reward_models.errors import RewardError, RewardTypeError
 from reward_models.functions import (
     ExactMatchReward,
     LengthReward,
@@ -26,7 +27,14 @@ from reward_models.preferences import (
     read_preferences,
     write_preferences,
 )
-from reward_models.protocol import ResolvedReward, RewardModel, compute_rewards, resolve_reward
+from reward_models.protocol import (
+    ResolvedReward,
+    RewardModel,
+    SkippedRewards,
+    compute_rewards,
+    resolve_reward,
+    score_skipping_errors,
+)
 from reward_models.shaping import (
     RunningMeanStd,
     kl_penalty,
@@ -53,11 +61,14 @@ __all__ = [
     "PreferencePair",
     "RegexReward",
     "ResolvedReward",
+    "RewardError",
     "RewardModel",
     "RewardTrainingConfig",
     "RewardTrainingResult",
+    "RewardTypeError",
     "RunningMeanStd",
     "SentimentReward",
+    "SkippedRewards",
     "WeightedSumReward",
     "append_preferences",
     "compute_rewards",
@@ -70,6 +81,7 @@ __all__ = [
     "preference_loss",
     "read_preferences",
     "resolve_reward",
+    "score_skipping_errors",
     "shaped_rewards",
     "train_reward_model",
     "whiten",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from reward_models.checks import finite_number
 from reward_models.protocol import RewardModel, compute_rewards, resolve_reward, reward_name
 
 
@@ -214,8 +215,7 @@ class RegexReward:
         except (re.error, TypeError) as err:
             raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {err}") from err
         for label, value in [("reward", reward), ("penalty", penalty)]:
-            if not math.isfinite(float(value)):
-                raise ValueError(f"{label}={value!r} is invalid; expected a finite number")
+            finite_number(label, value)
         self.reward = float(reward)
         self.penalty = float(penalty)
         self.name = f"regex({self.pattern.pattern})"
@@ -242,17 +242,26 @@ class WeightedSumReward:
     """
 
     def __init__(self, rewards: Sequence[tuple[RewardModel, float]]) -> None:
+        if isinstance(rewards, str | bytes) or not isinstance(rewards, Iterable):
+            raise TypeError(
+                f"rewards must be a list of (reward, weight) pairs, got {type(rewards).__name__} {rewards!r}"
+            )
         parts = list(rewards)
         if not parts:
-            raise ValueError("WeightedSumReward needs at least one (reward, weight) pair")
+            raise ValueError("WeightedSumReward needs at least one (reward, weight) pair in rewards=[...]")
         for i, part in enumerate(parts):
             if not (isinstance(part, tuple) and len(part) == 2 and callable(part[0])):
                 raise TypeError(
-                    f"part {i} is {part!r}; expected a (reward, weight) tuple with a callable reward"
+                    f"rewards[{i}] is {part!r}; expected a (reward, weight) tuple with a callable reward"
                 )
-            if not math.isfinite(float(part[1])):
+            weight = part[1]
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise TypeError(
+                    f"rewards[{i}]: weight {weight!r} of {reward_name(part[0])!r} must be a number"
+                )
+            if not math.isfinite(weight):
                 raise ValueError(
-                    f"weight {part[1]!r} of {reward_name(part[0])!r} is invalid; expected a finite number"
+                    f"rewards[{i}]: weight {weight!r} of {reward_name(part[0])!r} is invalid; expected a finite number"
                 )
         self.parts = [(reward, float(weight)) for reward, weight in parts]
         self._resolved = [(resolve_reward(reward), weight) for reward, weight in self.parts]

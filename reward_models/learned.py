@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward_models.atomic_io import atomic_directory, recover_directory
 from reward_models.checks import check_positive_ints
 from reward_models.functions import check_texts
+from reward_models.safe_loading import from_pretrained_safely
 from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
 
 # Written beside the weights; holds what transformers' config does not: the normalisation.
@@ -91,29 +91,19 @@ def load_reward_backbone(
             f"{os.fspath(model)} has num_labels={config.num_labels}; a reward model needs exactly one output. "
             "Train one with train_reward_model(), or load a single-output checkpoint"
         )
-    loaded = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+    loaded = from_pretrained_safely(AutoModelForSequenceClassification, model, num_labels=1)
     return loaded, tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model)
 
 
 def save_atomically(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp_dir)`` then move the directory to ``path``, replacing any previous one.
 
-    A crash while writing leaves the previous directory as it was (and a hidden temp directory).
+    A crash while writing (SIGKILL included) leaves the previous directory loadable; see
+    :func:`reward_models.atomic_io.atomic_directory`.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_directory(path) as tmp:
         write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.parent / f".{target.name}.{uuid.uuid4().hex}.old"
-    if target.exists():
-        os.replace(target, old)  # directories cannot be replaced in one step if non-empty
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return Path(path)
 
 
 class LearnedRewardModel:
@@ -189,6 +179,7 @@ class LearnedRewardModel:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], **kwargs: Any) -> LearnedRewardModel:
         """Load a directory written by :meth:`save_pretrained` (or any one-output checkpoint)."""
+        recover_directory(path)  # a save killed between its two renames left the previous one beside it
         return cls(path, **kwargs)
 
     def set_normalization(self, gain: float, bias: float) -> None:

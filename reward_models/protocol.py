@@ -16,12 +16,16 @@ in either of two calling conventions:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
+
+from reward_models.errors import RewardError, RewardTypeError, raised_error, where
 
 
 @runtime_checkable
@@ -131,40 +135,125 @@ def compute_rewards(
         A float32 CPU tensor of shape ``(len(completions),)``.
 
     Raises:
-        ValueError: the reward returned the wrong number of values, or a NaN / infinite value
-            (the message names the reward, the offending completion and how to fix it).
-        TypeError: the reward returned something that is not a list of numbers or a tensor.
+        RewardError: (a ``ValueError``) the reward raised, returned the wrong number of values, or a
+            NaN / infinite value; the message names the reward, the batch index, the prompt and the
+            completion. When the reward raised on the batch, each row is scored alone to find the
+            first one that fails (``index`` None when none fails alone).
+        RewardTypeError: (also a ``TypeError``) it returned something that is not a list of numbers
+            or a tensor.
     """
     prompts, completions = list(prompts), list(completions)
+    call = resolve_reward(reward)
+    values = call_reward(call, prompts, completions, **kwargs)
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        raise _nonfinite_error(call.name, values, int(bad.nonzero()[0, 0]), prompts, completions)
+    return values
+
+
+def call_reward(
+    call: ResolvedReward, prompts: list[str], completions: list[str], **kwargs: Any
+) -> torch.Tensor:
+    """``call``'s values as a float32 CPU tensor ``(B,)``, not yet checked for NaN/inf (see :func:`compute_rewards`)."""
     if len(prompts) != len(completions):
         raise ValueError(
             f"got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion"
         )
-    call = resolve_reward(reward)
     name = call.name
-    raw = call(prompts, completions, **kwargs)
+    try:
+        raw = call(prompts, completions, **kwargs)
+    except Exception as err:
+        raise raised_error(
+            name, err, _first_failing_row(call, prompts, completions, kwargs), prompts, completions
+        ) from err
     if isinstance(raw, torch.Tensor):
         values = raw.detach().to(device="cpu", dtype=torch.float32).reshape(-1)
     else:
         try:
             values = torch.tensor([float(v) for v in raw], dtype=torch.float32)
         except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"reward {name!r} returned {type(raw).__name__}; expected a list of floats or a 1-D tensor "
-                "with one value per completion"
+            raise RewardTypeError(
+                f"reward {name!r} returned {type(raw).__name__} ({_short(raw)}) for a batch of {len(completions)} "
+                f"(prompt 0: {prompts[0]!r}); expected a list of floats or a 1-D tensor with one value per completion",
+                name,
             ) from err
     if values.numel() != len(completions):
-        raise ValueError(
-            f"reward {name!r} returned {values.numel()} values for {len(completions)} completions; "
-            "it must return exactly one score per completion"
-        )
-    bad = ~torch.isfinite(values)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        value = float(values[i])
-        kind = "NaN" if math.isnan(value) else "an infinite value"
-        raise ValueError(
-            f"reward {name!r} returned {kind} ({value}) for completion {i} ({completions[i]!r}); "
-            "rewards must be finite: guard divisions and logs in the reward function or clip its output"
+        raise RewardError(
+            f"reward {name!r} returned {values.numel()} values for {len(completions)} completions "
+            f"(prompt 0: {prompts[0] if prompts else None!r}); it must return exactly one score per completion",
+            name,
         )
     return values
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_failing_row(
+    call: ResolvedReward, prompts: list[str], completions: list[str], kwargs: dict[str, Any]
+) -> int | None:
+    """The first row the reward raises on when called on it alone (None if none does, or for one row)."""
+    if len(completions) <= 1:
+        return 0 if completions else None
+    for i in range(len(completions)):
+        try:
+            call(prompts[i : i + 1], completions[i : i + 1], **kwargs)
+        except Exception:  # noqa: BLE001 - whatever it raised, this row is to blame
+            return i
+    return None
+
+
+def _nonfinite_error(
+    name: str, values: torch.Tensor, i: int, prompts: list[str], completions: list[str]
+) -> RewardError:
+    value = float(values[i])
+    kind = "NaN" if math.isnan(value) else "an infinite value"
+    return RewardError(
+        f"reward {name!r} returned {kind} ({value}) for completion {i} ({completions[i]!r}) at batch index {i} "
+        f"(prompt {prompts[i]!r}); rewards must be finite: guard divisions and logs in the reward function or "
+        "clip its output, or build the env with on_reward_error='skip'",
+        name,
+        i,
+        prompts[i],
+    )
+
+
+@dataclass
+class SkippedRewards:
+    """Scores of a batch where the rows whose reward failed are 0 and marked in ``failed``."""
+
+    values: torch.Tensor  # (B,) float32
+    failed: torch.Tensor  # (B,) bool
+    errors: list[str]  # one message per failed row
+
+
+def score_skipping_errors(
+    reward: RewardModel | Callable[..., Any],
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    **kwargs: Any,
+) -> SkippedRewards:
+    """:func:`compute_rewards`, except that rows whose reward fails are dropped (``on_reward_error="skip"``).
+
+    The batch is scored in one call. A NaN / infinite value drops its row only. When the call fails
+    as a whole (it raised, or returned the wrong number or type of values), each row is scored alone
+    and only the rows that fail by themselves are dropped.
+    """
+    prompts, completions = list(prompts), list(completions)
+    call = resolve_reward(reward)
+    n = len(completions)
+    try:
+        values = call_reward(call, prompts, completions, **kwargs)
+    except RewardError:
+        values = torch.full((n,), math.nan)
+        for i in range(n):
+            with contextlib.suppress(RewardError):  # a row that fails stays NaN: dropped below
+                values[i] = call_reward(call, prompts[i : i + 1], completions[i : i + 1], **kwargs)[0]
+    failed = ~torch.isfinite(values)
+    errors = [
+        f"reward {call.name!r} failed {where(i, prompts, completions)}"
+        for i in failed.nonzero()[:, 0].tolist()
+    ]
+    return SkippedRewards(torch.where(failed, 0.0, values), failed, errors)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reward_models.checks import check_positive_ints
+from reward_models.checks import check_positive_ints, finite_number, positive_finite
 from reward_models.learned import LearnedRewardModel, load_reward_backbone, resolve_device
 from reward_models.preferences import PreferencePair, read_preferences
 from reward_models.scoring import check_single_label, encode_completions_for_scoring, sequence_scores
@@ -92,6 +92,8 @@ class RewardTrainingConfig:
         _check_hyperparameters(
             self.epochs, self.batch_size, self.learning_rate, self.margin, self.center_rewards_coef
         )
+        finite_number("eval_fraction", self.eval_fraction)
+        check_positive_ints(max_length=self.max_length)
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(
                 f"eval_fraction={self.eval_fraction!r} is invalid; expected 0 <= eval_fraction < 1"
@@ -190,12 +192,9 @@ def _check_hyperparameters(
     epochs: int, batch_size: int, learning_rate: float, margin: float, coef: float
 ) -> None:
     check_positive_ints(epochs=epochs, batch_size=batch_size)
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate={learning_rate!r} is invalid; expected a finite number > 0")
-    if not math.isfinite(margin):
-        raise ValueError(f"margin={margin!r} is invalid; expected a finite number")
-    if not (math.isfinite(coef) and coef >= 0):
-        raise ValueError(f"center_rewards_coef={coef!r} is invalid; expected a finite number >= 0")
+    positive_finite("learning_rate", learning_rate)
+    finite_number("margin", margin)
+    positive_finite("center_rewards_coef", coef, allow_zero=True)
 
 
 def _progress(enabled: bool) -> Progress:

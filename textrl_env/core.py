@@ -17,7 +17,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from reward_models import RewardModel, compute_rewards, kl_penalty, resolve_reward
+from reward_models import RewardModel, compute_rewards, kl_penalty, resolve_reward, score_skipping_errors
+from reward_models.errors import check_on_reward_error
 from reward_models.shaping import KL_ESTIMATORS, KLEstimator
 from textrl_env.logprobs import sequence_logprobs
 from textrl_env.models import (
@@ -40,6 +41,7 @@ class EpisodeScores:
     ref_logprobs: torch.Tensor  # (B, T) reference log-probs
     reward: torch.Tensor  # (B,) score - kl_coef * sum_t kl
     completions: list[str]
+    reward_error: torch.Tensor  # (B,) bool: the reward failed and on_reward_error="skip" dropped the row
 
 
 class GenerationCore:
@@ -61,8 +63,11 @@ class GenerationCore:
         temperature: float,
         ref_model: nn.Module | None,
         device: str | torch.device | None,
+        on_reward_error: str = "raise",
     ) -> None:
         check_settings(prompts, reward_model, kl_coef, kl_estimator, max_new_tokens, temperature)
+        self.on_reward_error = check_on_reward_error(on_reward_error)
+        self.reward_errors = 0  # episodes dropped by on_reward_error="skip" so far
         self.model, self.tokenizer = load_model_and_tokenizer(model, tokenizer, device)
         self.device = next(self.model.parameters()).device
         self.ref_model = frozen_copy(self.model) if ref_model is None else ref_model.to(self.device).eval()
@@ -77,6 +82,14 @@ class GenerationCore:
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.prompts = list(prompts)
         longest = max(len(ids) for ids in tokenize_prompts(self.tokenizer, self.prompts))
+        if max_prompt_tokens is not None and (
+            isinstance(max_prompt_tokens, bool)
+            or not isinstance(max_prompt_tokens, int)
+            or max_prompt_tokens < 1
+        ):
+            raise ValueError(
+                f"max_prompt_tokens must be None (the longest prompt) or an int >= 1, got {max_prompt_tokens!r}"
+            )
         self.prompt_length = int(max_prompt_tokens) if max_prompt_tokens is not None else longest
         context = context_length(self.model)
         if context is not None and self.prompt_length + self.max_new_tokens > context:
@@ -168,9 +181,16 @@ class GenerationCore:
         ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
         kl = kl_penalty(logprobs, ref_logprobs, response_mask, estimator=self.kl_estimator)  # (B, T)
         completions = self.decode(response_ids, response_mask)
-        score = compute_rewards(self._reward, prompts, completions).to(self.device)  # (B,)
-        reward = score - self.kl_coef * kl.sum(-1)
-        return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions)
+        if self.on_reward_error == "skip":
+            scored = score_skipping_errors(self._reward, prompts, completions)
+            score, failed = scored.values.to(self.device), scored.failed.to(self.device)
+            self.reward_errors += int(scored.failed.sum())
+        else:
+            score = compute_rewards(self._reward, prompts, completions).to(self.device)  # (B,)
+            failed = torch.zeros(len(completions), dtype=torch.bool, device=self.device)
+        # A dropped row's return is 0 (no score, no KL penalty): nothing to learn from it.
+        reward = torch.where(failed, 0.0, score - self.kl_coef * kl.sum(-1))
+        return EpisodeScores(score, kl, logprobs, ref_logprobs, reward, completions, failed)
 
 
 class CoreAttributes:
@@ -194,6 +214,10 @@ class CoreAttributes:
     pad_token_id = property(lambda self: self.core.pad_token_id)
     device = property(lambda self: self.core.device)
     kl_estimator = property(lambda self: self.core.kl_estimator)
+    on_reward_error = property(lambda self: self.core.on_reward_error)
+    reward_errors = property(
+        lambda self: self.core.reward_errors, doc="Episodes dropped so far by on_reward_error='skip'."
+    )
 
     @property
     def kl_coef(self) -> float:
@@ -202,9 +226,23 @@ class CoreAttributes:
 
     def set_kl_coef(self, value: float) -> None:
         """Apply ``value`` as the KL coefficient from the next finished episode on (an adaptive controller's)."""
-        if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+        if not (is_number(value) and value >= 0 and math.isfinite(value)):
             raise ValueError(f"kl_coef must be a finite number >= 0, got {value!r}")
         self.core.kl_coef = float(value)
+
+
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool (``True`` is an int to Python, never a setting)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_prompts(prompts: Any, name: str = "prompts") -> None:
+    """Raise unless ``prompts`` is a non-empty sequence of strings (a TypeError names the first non-str)."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise ValueError(f"{name} must be a non-empty list of strings, got {prompts!r}")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(prompt).__name__}: {prompt!r}")
 
 
 def check_settings(
@@ -216,8 +254,7 @@ def check_settings(
     temperature: float,
 ) -> None:
     """Validate the scalar settings, naming the bad value and the fix."""
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
-        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    check_prompts(prompts)
     if not callable(reward_model):
         raise TypeError(
             f"reward_model must be callable as reward_model(prompts, completions) -> list[float] (or, as "
@@ -225,11 +262,11 @@ def check_settings(
         )
     # A signature that fits neither calling convention fails here, not in the middle of a rollout.
     resolve_reward(reward_model)
-    if not (isinstance(kl_coef, int | float) and math.isfinite(kl_coef) and kl_coef >= 0):
+    if not (is_number(kl_coef) and math.isfinite(kl_coef) and kl_coef >= 0):
         raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
-    if kl_estimator not in KL_ESTIMATORS:
+    if not isinstance(kl_estimator, str) or kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+    if isinstance(max_new_tokens, bool) or not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if not (isinstance(temperature, int | float) and temperature > 0 and math.isfinite(temperature)):
+    if not (is_number(temperature) and temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")

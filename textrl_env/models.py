@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward_models.safe_loading import from_pretrained_safely
+
 ModelLike = str | os.PathLike | nn.Module
 
 
@@ -34,7 +36,8 @@ def load_model_and_tokenizer(
     source = None
     if isinstance(model, str | os.PathLike):
         source = os.fspath(model)
-        model = AutoModelForCausalLM.from_pretrained(source)
+        loaded: nn.Module = from_pretrained_safely(AutoModelForCausalLM, source)
+        model = loaded
     elif not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be a transformers model id, a local path or a torch.nn.Module, got {type(model).__name__}"
@@ -53,10 +56,44 @@ def load_model_and_tokenizer(
     check_tokenizer(tokenizer)
     check_vocab(model, tokenizer)
     if device is not None:
-        model = model.to(device)
+        model = model.to(check_device(device))
     # Dropout off: log-probs of the sampled tokens must be the ones the sampler saw.
     model.eval()
     return model, tokenizer
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``, refusing one this machine does not have (with the fix).
+
+    Raises:
+        TypeError: ``device`` is not a string or a ``torch.device``.
+        ValueError: it names no device torch knows, or CUDA / MPS is not available here.
+    """
+    if not isinstance(device, str | torch.device):
+        raise TypeError(
+            f"device must be a string such as 'cpu' or 'cuda:0' (or a torch.device), got {type(device).__name__} "
+            f"{device!r}"
+        )
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows ({err}); use 'cpu', 'cuda' or 'cuda:0'"
+        ) from err
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but CUDA is not available on this machine (torch {torch.__version__}, "
+                "no GPU or a CPU-only build); use device='cpu' (or 'auto' in the agents)"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                "use 'cuda:0' or a smaller index"
+            )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but MPS is not available here; use device='cpu'")
+    return parsed
 
 
 def model_vocab_size(model: nn.Module) -> int:

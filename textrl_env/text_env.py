@@ -64,6 +64,10 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
     - ``temperature`` (1.0): sampling temperature the log-probs are measured at.
     - ``ref_model``: the frozen reference (default: a copy of ``model``). ``device``: where the
       models run (default: where ``model`` is).
+    - ``on_reward_error`` (``"raise"``): a reward that raises, returns NaN/inf or the wrong number or
+      type of values stops with a ``RewardError`` naming the reward, the batch index and the prompt.
+      ``"skip"`` drops the episode instead: its return is 0, ``info["reward_error"]`` is True and
+      ``env.reward_errors`` counts it (agents give it no weight and log ``rollout/reward_errors``).
     - ``render_mode``: ``"ansi"`` returns the prompt and the response so far as text.
 
     ## Version History
@@ -85,6 +89,7 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
         temperature: float = 1.0,
         ref_model: nn.Module | None = None,
         device: str | torch.device | None = None,
+        on_reward_error: str = "raise",
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -93,7 +98,7 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
             )
         self.core = GenerationCore(
             model, tokenizer, prompts, reward_model, kl_coef, kl_estimator, max_new_tokens,
-            max_prompt_tokens, temperature, ref_model, device,
+            max_prompt_tokens, temperature, ref_model, device, on_reward_error,
         )  # fmt: skip
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(self.core.vocab_size)
@@ -157,6 +162,7 @@ class TextGenerationEnv(CoreAttributes, gym.Env[ObsType, np.int64]):
             "response_length": self._t,
             "prompt": self._prompt,
             "completion": result.completions[0],
+            "reward_error": bool(result.reward_error[0]),
         }
         return float(result.reward[0]), info
 

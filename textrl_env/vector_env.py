@@ -99,6 +99,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         temperature: float = 1.0,
         ref_model: nn.Module | None = None,
         device: str | torch.device | None = None,
+        on_reward_error: str = "raise",
         logits_source: LogitsSource = "env",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **renamed: Any,
@@ -110,11 +111,11 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             )
         if renamed:
             raise TypeError(f"TextGenerationVectorEnv got unexpected keyword arguments {sorted(renamed)}")
-        if not (isinstance(num_envs, int) and num_envs >= 1):
+        if isinstance(num_envs, bool) or not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.core = GenerationCore(
             model, tokenizer, prompts, reward_model, kl_coef, kl_estimator, max_new_tokens,
-            max_prompt_tokens, temperature, ref_model, device,
+            max_prompt_tokens, temperature, ref_model, device, on_reward_error,
         )  # fmt: skip
         self.num_envs = num_envs
         self.single_observation_space = self.core.observation_space()
@@ -150,7 +151,13 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         return self.metadata["autoreset_mode"]
 
     def _set_autoreset_mode(self, mode: AutoresetMode | str) -> None:
-        mode = AutoresetMode(mode)
+        try:
+            mode = AutoresetMode(mode)
+        except (ValueError, TypeError) as err:
+            names = [m.value for m in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)]
+            raise ValueError(
+                f"autoreset_mode must be one of {names} (or the AutoresetMode), got {mode!r}"
+            ) from err
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(
                 f"autoreset_mode must be NEXT_STEP or DISABLED, got {mode}; SAME_STEP is not supported"
@@ -337,7 +344,19 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         )
         info["completion"] = np.full(n, "", dtype=object)
         info["completion"][ended] = np.array(result.completions + [None], dtype=object)[:-1]
-        for key in ("score", "kl", "logprobs", "ref_logprobs", "response_mask", "prompt", "completion"):
+        info["reward_error"] = np.zeros(n, dtype=bool)
+        info["reward_error"][ended] = result.reward_error.cpu().numpy()
+        keys = (
+            "score",
+            "kl",
+            "logprobs",
+            "ref_logprobs",
+            "response_mask",
+            "prompt",
+            "completion",
+            "reward_error",
+        )
+        for key in keys:
             info["_" + key] = ended.copy()
         return info
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from agents.cli.args import add_dataclass_arguments, add_positional, existing_file, parse_dataclasses
 from agents.sft import SFTConfig
+from reward_models.safe_loading import from_pretrained_safely
 
 HELP = (
     "Fine-tune a causal LM on demonstrations: a JSONL file of {'prompt': ..., 'response': ...} lines. "
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         on_error="skip_with_warning" if sft_args.skip_bad_lines else "raise",
     )
     model_id = sft_args.model or DEFAULT_MODEL_ID
-    model = AutoModelForCausalLM.from_pretrained(model_id)
+    model = from_pretrained_safely(AutoModelForCausalLM, model_id)
     tokenizer = AutoTokenizer.from_pretrained(sft_args.tokenizer or model_id)
     result = train_sft(model, tokenizer, demos, config, output_dir=sft_args.out, progress=sft_args.progress)
     Console().print(

@@ -21,6 +21,7 @@ from torch import nn
 
 from agents.lora import AdapterOffReference
 from agents.policies.base import BasePolicy, Obs, obs_to_tensors, right_align
+from reward_models.safe_loading import from_pretrained_safely
 from textrl_env.logprobs import (
     accepts_logits_to_keep,
     position_ids_from_mask,
@@ -72,7 +73,7 @@ def _load_model(model: nn.Module | str | os.PathLike) -> nn.Module:
     if isinstance(model, str | os.PathLike):
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(os.fspath(model))
+        model = from_pretrained_safely(AutoModelForCausalLM, os.fspath(model))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a causal LM module or a path to one, got {type(model).__name__}")
     return model
