@@ -95,10 +95,9 @@ class BaseAlgorithm(UpdateSteps):
         self.parallel.check_env(self.device, self.env.num_envs)
         # Seed before building the policy (as SB3 does): a custom head, a value head or LoRA
         # weights are initialised from the global RNG (with the same seed on every rank).
-        seed = check_agent_args(seed, policy_kwargs, verbose)
+        seed = self.parallel.run_seed(check_agent_args(seed, policy_kwargs, verbose))
         self.generator = torch.Generator(device=self.device)
         self._prompt_generator: torch.Generator | None = None  # made on first use, see _cpu_generator
-        seed = self.parallel.run_seed(seed)
         self.seed = seed
         if seed is not None:
             self.set_random_seed(seed)
@@ -254,10 +253,11 @@ class BaseAlgorithm(UpdateSteps):
 
     def _all_dropped(self, episodes: Episodes) -> bool:
         """True (and logged) when the reward failed on every episode of the rollout: no update then."""
-        if episodes.dropped is None or not bool(episodes.dropped.all()):
+        every = episodes.dropped is not None and bool(episodes.dropped.all())
+        if not self.parallel.all_ranks(every):  # a rank with none kept still steps, with zero weight
             return False
         self.iteration += 1
-        self.logger.record("rollout/reward_errors", int(episodes.dropped.sum()))
+        self.logger.record("rollout/reward_errors", self.rollout_rows)
         self.logger.record("time/iterations", self.iteration)
         self.logger.dump(self.num_timesteps)
         return True
@@ -279,25 +279,25 @@ class BaseAlgorithm(UpdateSteps):
         seconds: float,
         log_interval: int,
     ) -> None:
-        # Over the global batch, so every rank's KL controller moves alike and rank 0 logs it all.
-        score_mean, reward_mean, kl_per_seq, tokens, n_kept = self.parallel.rollout_means(
+        # Kept episodes only, over the global batch: every rank's KL controller moves alike.
+        n_kept, score_mean, reward_mean, kl_per_seq, tokens = self.parallel.rollout_stats(
             episodes, rewards.total
         )
-        self.kl_controller.update(kl_per_seq, n_steps=int(n_kept))
+        self.kl_controller.update(kl_per_seq, n_steps=n_kept)
         self.env.set_kl_coef(self.kl_controller.value)
         self.iteration += 1
         record = self.logger.record
         record("rollout/score_mean", score_mean)
-        record("rollout/reward_errors", self.rollout_rows - int(n_kept))
+        record("rollout/reward_errors", self.rollout_rows - n_kept)
         record("rollout/reward_mean", reward_mean)
         record("rollout/kl_mean", kl_per_seq)
-        record("rollout/response_length", tokens * self.parallel.world_size / n_kept)
+        record("rollout/response_length", tokens / n_kept)
         for key, value in stats.items():
             record(key, value)
         record("train/nonfinite_skips", self._nonfinite_skips)
         self._nonfinite_skips = 0
         record("train/kl_coef", self.kl_controller.value)
-        record("time/tokens_per_s", tokens * self.parallel.world_size / max(seconds, 1e-9))
+        record("time/tokens_per_s", tokens / max(seconds, 1e-9))
         record("time/iterations", self.iteration)
         record("time/total_timesteps", self.num_timesteps)
         if self.iteration % max(log_interval, 1) == 0:

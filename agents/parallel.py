@@ -303,25 +303,44 @@ class DataParallel:
         """A per-rank mean over equal shares, averaged over the ranks: the global batch's mean."""
         return distributed.all_reduce_mean(value.detach())
 
-    def rollout_means(self, episodes: Episodes, rewards: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Over the global batch, in one all-reduce: mean score, reward and summed KL per kept episode,
-        response tokens per rank, and the number of kept episodes (a dropped one, whose reward
-        failed under ``on_reward_error="skip"``, is left out of every mean)."""
-        kept = (
-            torch.ones_like(episodes.scores) if episodes.dropped is None else (~episodes.dropped).float()
-        )  # (B,)
-        local = torch.stack(
-            [
-                (episodes.scores * kept).sum(),
-                (rewards * kept).sum(),
-                (episodes.kl.sum(-1) * kept).sum(),
+    def rollout_stats(self, episodes: Episodes, total: torch.Tensor) -> tuple[int, Any, Any, Any, Any]:
+        """``(kept episodes, mean score, mean reward, mean summed KL, response tokens)`` of the global batch.
+
+        Scores and KL are those of kept episodes (a dropped one's reward failed; its KL is zeroed);
+        the reward mean is over every row, as in one process. One all-reduce of five sums.
+        """
+        kept = None if episodes.dropped is None else ~episodes.dropped
+        if not self.enabled:  # exactly the single-process statistics, with no host sync when none dropped
+            n_kept = len(total) if kept is None else int(kept.sum())
+            score = episodes.scores.mean() if kept is None else episodes.scores[kept].mean()
+            return (
+                n_kept,
+                score,
+                total.mean(),
+                episodes.kl.sum(-1).sum() / n_kept,
                 episodes.response_mask.sum(),
-                kept.sum(),
+            )
+        keep = torch.ones_like(episodes.scores) if kept is None else kept.to(episodes.scores.dtype)
+        sums = torch.stack(
+            [
+                keep.sum(),
+                (episodes.scores * keep).sum(),
+                total.sum(),
+                episodes.kl.sum(),
+                episodes.response_mask.sum(),
             ]
         )
-        total = self.mean(local.float()) * self.world_size  # (5,) global sums
-        n_kept = total[4].clamp(min=1)
-        return total[0] / n_kept, total[1] / n_kept, total[2] / n_kept, total[3] / self.world_size, total[4]
+        n, score, reward, kl, tokens = distributed.all_reduce_sum(sums.float()).unbind()
+        n_kept = int(n)
+        return n_kept, score / n_kept, reward / (len(total) * self.world_size), kl / n_kept, tokens
+
+    def any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` is True on any rank (the flag itself in one process)."""
+        return bool(distributed.max_int(int(flag)))
+
+    def all_ranks(self, flag: bool) -> bool:
+        """True when ``flag`` is True on every rank."""
+        return not self.any_rank(not flag)
 
     def running_mean_std(self) -> RunningMeanStd:
         """Reward statistics that see every rank's rewards."""

@@ -74,9 +74,8 @@ class UpdateSteps:
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = self.config.max_grad_norm or float("inf")
         norm = self.parallel.grad_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        # The norm is of the gradients every rank shares, so all ranks agree on a skip.
         stats = {"train/loss": loss.detach(), "train/grad_norm": norm.detach()}
-        if nonfinite_names(stats):
+        if self.parallel.any_rank(bool(nonfinite_names(stats))):  # every rank skips (or raises) alike
             if self.config.on_nonfinite == "raise":
                 check_finite_stats(stats, self.iteration + 1, self.algo_name)
             self.optimizer.zero_grad(set_to_none=True)

@@ -90,16 +90,11 @@ def test_an_exception_in_the_reward_function_stops_every_rank(tmp_path: Path) ->
     check_ok(run_ranks(["-m", WORKER, "crash", str(tmp_path), "reward"], world_size=2, timeout=180))
     failed = _json(tmp_path / "crash_reward_rank1.json")
     other = _json(tmp_path / "crash_reward_rank0.json")
-    # The reward's own ValueError arrives wrapped in RewardError (a ValueError naming the reward).
-    assert (
-        failed["error"] == "RewardError"
-        and "raised ValueError: reward exploded on rank 1" in failed["message"]
-    )
+    # the reward's error, wrapped by the env in a RewardError naming the reward
+    assert failed["error"] == "RewardError" and "ValueError: reward exploded on rank 1" in failed["message"]
     assert other["error"] == "RankFailure"
-    assert (
-        "rank 1: reward_models.errors.RewardError: reward 'reward' raised ValueError: reward exploded"
-        in other["message"]
-    )
+    assert "rank 1: reward_models.errors.RewardError:" in other["message"]
+    assert "reward exploded on rank 1" in other["message"]
 
 
 def test_a_crash_inside_the_update_ends_the_other_rank_too(tmp_path: Path) -> None:
