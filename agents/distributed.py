@@ -25,6 +25,7 @@ stops the remaining workers.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import traceback
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 DEFAULT_TIMEOUT = timedelta(minutes=10)
+EXIT_WAIT = timedelta(seconds=20)  # how long rank 0 waits at exit for the other ranks to leave first
 
 
 class RankFailure(RuntimeError):
@@ -140,11 +142,43 @@ def setup(timeout: timedelta = DEFAULT_TIMEOUT) -> DistributedInfo:
 
 
 def teardown() -> None:
-    """Destroy the process group :func:`setup` created (a group the user created is left alone)."""
+    """Destroy the process group :func:`setup` created (a group the user created is left alone).
+
+    Three things make the exit clean on every rank (a rank that left too early or tore down too late
+    was seen to abort with ``terminate called without an active exception``):
+
+    - garbage is collected first, so a DDP reducer or a pending work that still holds the group is
+      freed while the interpreter is fully alive, not during its finalisation;
+    - the group is destroyed before the process ends (the PyTorch-recommended order);
+    - rank 0, which hosts the rendezvous store when no launcher agent does, leaves last: every other
+      rank reports on the store once its group is gone, and rank 0 waits for those reports (at most
+      :data:`EXIT_WAIT`, so a peer that was killed cannot hold it).
+    """
     global _OWNED_GROUP
-    if _OWNED_GROUP and dist.is_initialized():
-        dist.destroy_process_group()
-    _OWNED_GROUP = False
+    owned, _OWNED_GROUP = _OWNED_GROUP, False
+    if not (owned and dist.is_initialized()):
+        return
+    here = info()
+    gc.collect()
+    store = _default_store()
+    dist.destroy_process_group()
+    if store is None or not here.enabled:
+        return
+    try:
+        if here.is_main:
+            store.wait([f"textrl/left/{r}" for r in range(1, here.world_size)], EXIT_WAIT)
+        else:
+            store.set(f"textrl/left/{here.rank}", "1")
+    except (RuntimeError, dist.DistError):
+        pass  # a peer already gone (killed, or its store closed): nothing to wait for
+
+
+def _default_store() -> dist.Store | None:
+    """The default group's rendezvous store, kept beyond the group for the exit handshake (None if unknown)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None  # a private helper: tolerate its absence in other releases
 
 
 def local_device(kind: str = "auto") -> torch.device:
