@@ -36,7 +36,7 @@ from agents.policies import protocol
 from agents.rewards import SequenceRewards, drop_failed_episodes, sequence_rewards
 from agents.sampling import Evaluation, evaluate_prompts
 from agents.saving import load_agent, save_agent
-from agents.update_steps import UpdateSteps
+from agents.update_steps import UpdateSteps, make_adam
 from reward_models.kl_control import make_kl_controller
 from textrl_env import TextGenerationVectorEnv
 from textrl_env.core import check_prompts
@@ -127,7 +127,7 @@ class BaseAlgorithm(UpdateSteps):
         find_unused = protocol.has_values(self.policy) and not self._trains_values()
         self.parallel.wrap(self.policy, self.env.model, self.env.ref_model, find_unused)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
+        self.optimizer = make_adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
         init_coef = self.env.kl_coef if self.config.kl_coef is None else self.config.kl_coef
         self.kl_controller = make_kl_controller(
             init_coef, target=self.config.kl_target, horizon=self.config.kl_horizon

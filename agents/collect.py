@@ -81,8 +81,9 @@ def collect_episodes(
         on_step: called after every env step; returning False stops collection (returns None).
         deterministic: greedy tokens instead of sampled ones.
     """
-    # One episode per row: rows that ended stay ended instead of starting episodes nobody keeps.
-    with env.without_autoreset():
+    # One episode per row: rows that ended stay ended instead of starting episodes nobody keeps;
+    # and they are read once all have ended, so the env scores them all in one batched pass.
+    with env.without_autoreset(score_together=True):
         return _collect(env, prompts, act, generator, on_step, deterministic)
 
 

@@ -18,6 +18,22 @@ from agents.guards import check_finite_stats, nonfinite_names, out_of_memory_hin
 from agents.losses import mean_stats
 from agents.policies import protocol
 
+FUSED_ADAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def make_adam(params: Sequence[torch.nn.Parameter], lr: float, eps: float) -> torch.optim.Adam:
+    """Adam over ``params``, fused (one kernel over every tensor) where torch has that kernel.
+
+    On CPU, torch's default is a Python loop over the tensors: a few milliseconds per step for a
+    model of a few dozen tensors, as long as a small model's decode step. The fused kernel computes
+    the same update. Sharded (FSDP2) parameters and other devices keep the default.
+    """
+    fused = bool(params) and all(
+        type(p) is torch.nn.Parameter and p.dtype in FUSED_ADAM_DTYPES and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True if fused else None)
+
 
 class UpdateSteps:
     """Helpers for ``_update``: shuffled minibatches, ``evaluate_sequence``, ``target_kl``, the guarded step."""

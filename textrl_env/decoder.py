@@ -9,37 +9,26 @@ semantics, rewards, autoreset); this module only runs the model.
 from __future__ import annotations
 
 import copy
-import inspect
 import os
 from typing import Any
 
 import torch
 from torch import nn
 
-from textrl_env.kv_cache import drop_leading_slots, prepend_empty_slots, splice_rows, with_slot_layers
+from textrl_env.kv_cache import (
+    cache_keyword,
+    distinct_rows,
+    drop_leading_slots,
+    output_cache,
+    prepend_empty_slots,
+    select_rows,
+    splice_rows,
+    with_slot_layers,
+)
 from textrl_env.logprobs import accepts_logits_to_keep, leading_padding, position_ids_from_mask
 
 # Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_READY_4D_MASK=0 always passes the 2D mask.
 READY_4D_MASK = os.environ.get("TEXTRL_READY_4D_MASK", "1") != "0"
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The name under which ``model.forward`` takes a KV cache.
-
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in
-    5.40); older versions know only ``past_key_values``. The signature says which one this is.
-    """
-    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
-    try:
-        parameters = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):  # a C-implemented forward: assume today's transformers
-        return "cache"
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
-def output_cache(out: Any) -> Any:
-    """The cache a forward returned (``out.cache`` since transformers 5.24, ``past_key_values`` before)."""
-    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 class CachedDecoder:
@@ -87,14 +76,23 @@ class CachedDecoder:
         # Only the columns some restarting row uses: padding in every row changes nothing.
         width = prompt_ids.shape[1] - leading_padding(prompt_mask)
         prompt_ids, prompt_mask = prompt_ids[:, -width:], prompt_mask[:, -width:]  # (R, width)
+        # Rows with the same prompt (the k samples of RLOO and GRPO) share one forward of it.
+        shared = distinct_rows(prompt_ids, prompt_mask)
+        run_ids, run_mask = (
+            (prompt_ids, prompt_mask) if shared is None else (prompt_ids[shared[0]], prompt_mask[shared[0]])
+        )
         out = self.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=position_ids_from_mask(prompt_mask),
+            input_ids=run_ids,
+            attention_mask=run_mask,
+            position_ids=position_ids_from_mask(run_mask),
             use_cache=True,
             **self._last_logits_only,
         )
         new = output_cache(out)
+        last_logits = out.logits[:, -1]
+        if shared is not None:
+            select_rows(new, shared[1])
+            last_logits = last_logits[shared[1]]
         if self.cache is None:  # a full reset: the prefill is the whole cache
             # Room for one episode per row (what agents collect); autoresets past it grow the buffer.
             self.cache = with_slot_layers(new, width + room)
@@ -108,7 +106,7 @@ class CachedDecoder:
         self.cache_mask[rows] = 0
         self.cache_mask[rows, -width:] = prompt_mask
         self.next_pos[rows] = prompt_mask.sum(-1)
-        self.next_token_logits[rows] = out.logits[:, -1].float()
+        self.next_token_logits[rows] = last_logits.float()
 
     @torch.no_grad()
     def advance(

@@ -19,7 +19,6 @@ Only torch is imported here, so any package may depend on this module cheaply.
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -27,6 +26,8 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
+from textrl_env.kv_cache import forward_parameters
+from textrl_env.shared_prefix import shared_prefix_forward, shared_prompts
 from textrl_env.token_math import token_entropy, token_logprobs
 
 
@@ -73,11 +74,7 @@ def drop_common_padding(
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:
     """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs do, peft passes it on)."""
-    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
-    try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):  # builtins or C-implemented forwards have no signature
-        return False
+    return "logits_to_keep" in (forward_parameters(model) or ())
 
 
 def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int) -> None:
@@ -219,6 +216,14 @@ def teacher_forced(
     """
     _check_inputs(input_ids, attention_mask, response_start)
     mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
+    shared = shared_prompts(model, input_ids, attention_mask, response_start)
+    if shared is not None and accepts_logits_to_keep(model):  # k samples per prompt: each prompt once
+        low = min(leading_padding(attention_mask[:, :response_start]), response_start - 1)
+        ids, m = input_ids[:, low:], attention_mask[:, low:]
+        shared_logits, shared_states = shared_prefix_forward(
+            model, ids, m, position_ids_from_mask(m), response_start - low, shared, hidden
+        )
+        return TeacherForced(shared_logits, shared_states, input_ids[:, response_start:], None, mask)
     length = input_ids.shape[1]
     n_response = length - response_start
     lead = (attention_mask.cumsum(-1) == 0).sum(-1)  # (B,) leading padding of each row

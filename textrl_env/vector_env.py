@@ -134,6 +134,8 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         # Rows whose action the next step ignores: under NEXT_STEP those that ended last step (they
         # restart), under DISABLED every row that ended and was not reset since.
         self._idle = np.zeros(n, dtype=bool)
+        self._score_together = False  # see without_autoreset
+        self._unscored = np.zeros(n, dtype=bool)  # rows that ended and wait for the batch's scoring
         self._set_autoreset_mode(autoreset_mode)
         self._decoder = CachedDecoder(self.core.model, n, length, self.core.vocab_size)
         self._logits_source: LogitsSource = "env"
@@ -165,18 +167,29 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
 
     @contextlib.contextmanager
-    def without_autoreset(self) -> Iterator[TextGenerationVectorEnv]:
+    def without_autoreset(self, score_together: bool = False) -> Iterator[TextGenerationVectorEnv]:
         """Run the block under ``DISABLED`` autoreset, then restore the mode it had.
 
         What agents use to collect one episode per row: a row that ended stays ended instead of
         starting an episode nobody keeps. Call ``reset()`` first inside the block.
+
+        Args:
+            score_together: score every row in one batched pass at the step where the last row
+                ends, instead of a pass per step at which some rows end. Each row still reports
+                ``terminated``/``truncated`` at its own step; its reward (0 until then) and its
+                ``info`` entries (``score``, ``kl``, ...) come at that last step. One teacher-forced
+                pass of each model and one reward call per batch instead of a dozen: what a
+                collector that reads ``info`` once every row has ended wants.
         """
-        mode = self.autoreset_mode
+        mode, together = self.autoreset_mode, self._score_together
         self._set_autoreset_mode(AutoresetMode.DISABLED)
+        self._score_together = bool(score_together)
         try:
             yield self
         finally:
             self._set_autoreset_mode(mode)
+            self._score_together = together
+            self._unscored[:] = False
 
     # ------------------------------------------------------------------ the seam to an agent
 
@@ -234,6 +247,7 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             self._decoder.clear()  # a full reset starts a fresh cache
         self._restart_rows(rows, None if prompts is None else [prompts[i] for i in rows])
         self._idle[rows] = False
+        self._unscored[rows] = False
         return self._obs(), {"prompt": np.array(self._row_prompts, dtype=object)}
 
     def _reset_mask(self, mask: Any) -> np.ndarray:
@@ -277,7 +291,12 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         truncated = active & ~terminated & (self._t >= self.core.max_new_tokens)
         ended = (terminated | truncated).cpu().numpy()  # the one host sync per step
         rewards = torch.zeros(self.num_envs, dtype=torch.float32, device=self.core.device)
-        info = self._finish(ended, rewards) if ended.any() else {}
+        scored = ended
+        if self._score_together:  # hold the ended rows until no row is left running
+            self._unscored |= ended
+            scored = self._unscored.copy() if (idle | ended).all() else np.zeros_like(ended)
+            self._unscored &= ~scored
+        info = self._finish(scored, rewards) if scored.any() else {}
         going_on = ~idle & ~ended  # known on the host: skip the forward when no row goes on
         if going_on.any():
             continuing = active & ~(terminated | truncated)

@@ -187,7 +187,8 @@ _LM = build_tiny_lm(vocab_size=64)  # one model for every example (Hypothesis re
 @st.composite
 def padded_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Left-padded prompts of 1..P real tokens, then responses of 0..T real tokens, right-padded;
-    half of the batches have prompts that differ by at most T / 8 tokens (the causal path)."""
+    half of the batches have prompts that differ by at most T / 8 tokens (the causal path), and
+    some hold every prompt k times, as RLOO's and GRPO's batches do (the shared-prefix path)."""
     batch, prompt, response = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 24))
     longest = prompt - draw(st.integers(0, prompt - 1) | st.just(0))  # columns before: padding in every row
     shortest = max(1, longest - response // 8) if draw(st.booleans()) else 1
@@ -197,7 +198,21 @@ def padded_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
     for row in range(batch):
         real_prompt, real_response = draw(st.integers(shortest, longest)), draw(st.integers(0, response))
         mask[row, prompt - real_prompt : prompt + real_response] = 1
+    k = draw(st.integers(1, 3))
+    if k > 1:  # each prompt k times, each copy with its own response and response length
+        copies = torch.tensor(draw(st.lists(st.integers(0, 63), min_size=batch * k * response,
+                                            max_size=batch * k * response))).view(batch * k, -1)  # fmt: skip
+        lengths = torch.tensor(draw(st.lists(st.integers(0, response), min_size=batch * k, max_size=batch * k)))
+        ids = torch.cat([ids[:, :prompt].repeat_interleave(k, 0), copies], dim=1)
+        response_mask = (torch.arange(response).unsqueeze(0) < lengths.unsqueeze(1)).long()
+        mask = torch.cat([mask[:, :prompt].repeat_interleave(k, 0), response_mask], dim=1)
     return ids, mask, prompt
+
+
+def _shares_prompts(ids: torch.Tensor, mask: torch.Tensor, start: int) -> bool:
+    """Whether the batch has at most half as many distinct prompts as rows (the shared-prefix path)."""
+    distinct = torch.unique(torch.cat([ids[:, :start], mask[:, :start]], 1), dim=0).shape[0]
+    return ids.shape[0] >= 2 and 2 * distinct <= ids.shape[0]
 
 
 @settings(max_examples=60, deadline=None)
@@ -206,12 +221,14 @@ def test_both_forwards_match_the_full_masked_one(
     batch: tuple[torch.Tensor, torch.Tensor, int], temperature: float
 ) -> None:
     """Log-probs and entropies equal those of the full masked forward, with and without grad,
-    whichever forward runs: causal (rows rolled to the front) when the prompts differ by at most
-    an eighth of the response, masked (without all-padding columns) otherwise."""
+    whichever forward runs: shared-prefix (each distinct prompt once) when prompts repeat, causal
+    (rows rolled to the front) when the prompts differ by at most an eighth of the response,
+    masked (without all-padding columns) otherwise."""
     ids, mask, start = batch
     prompt_lengths = mask[:, :start].sum(-1)
     narrow = 8 * int(prompt_lengths.max() - prompt_lengths.min()) <= ids.shape[1] - start
-    assert (teacher_forced(_LM, ids, mask, start).index is not None) == narrow
+    shared = _shares_prompts(ids, mask, start)
+    assert (teacher_forced(_LM, ids, mask, start).index is not None) == (narrow and not shared)
     expected = _naive(_LM, ids, mask, start, temperature)
     logprobs, entropy = sequence_logprobs(_LM, ids, mask, start, temperature, return_entropy=True)
     torch.testing.assert_close(logprobs, expected, rtol=1e-5, atol=1e-5)
@@ -262,3 +279,46 @@ def test_causal_forward_keeps_rows_within_the_models_positions() -> None:
     mask = torch.tensor([[0, 0] + [1] * 16, [0] + [1] * 16 + [0]])  # prompt window 6, 12 response columns
     assert teacher_forced(lm, ids, mask, 6).index is not None
     torch.testing.assert_close(sequence_logprobs(lm, ids, mask, 6), _naive(lm, ids, mask, 6, 1.0))
+
+
+def test_shared_prefix_forward_gives_the_full_passes_gradients_and_is_taken_only_when_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two prompts x 4 samples: log-probs, entropies, hidden states and every parameter's gradient
+    equal those of the full pass; with dropout active the full pass runs instead."""
+    from textrl_env import shared_prefix
+
+    torch.manual_seed(0)
+    lm = build_tiny_lm(vocab_size=64)
+    prompts = torch.tensor([[0, 0, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    prompt_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    ids = torch.cat([prompts.repeat_interleave(4, 0), torch.randint(2, 64, (8, 5))], 1)
+    mask = torch.cat([prompt_mask.repeat_interleave(4, 0), torch.ones(8, 5, dtype=torch.long)], 1)
+    mask[0, -2:] = 0  # responses of different lengths
+    mask[5, -1] = 0
+    seen = []
+    monkeypatch.setattr(shared_prefix, "_dropout_active", lambda m: seen.append(m) or False)  # no dropout
+
+    def run(share: bool) -> tuple[torch.Tensor, ...]:
+        monkeypatch.setattr(shared_prefix, "SHARED_PREFIX", share)
+        lm.zero_grad()
+        out = teacher_forced(lm, ids, mask, 6, hidden=True)
+        logprobs, entropy = sequence_logprobs(lm, ids, mask, 6, 0.7, return_entropy=True)
+        (logprobs.sum() + entropy.sum() + out.per_token(out.hidden.sum(-1)).sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in lm.parameters()])
+        return out.per_token(out.hidden.sum(-1)).detach(), logprobs.detach(), entropy.detach(), grads
+
+    shared, full = run(True), run(False)
+    assert seen, "the shared-prefix path was not considered"
+    for got, want in zip(shared, full, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert full[3].abs().max() > 1.0  # the gradients compared are not trivially small
+
+    monkeypatch.setattr(shared_prefix, "SHARED_PREFIX", True)
+    monkeypatch.undo()  # the real dropout check: a model in training mode with dropout keeps the full pass
+    dropping = build_tiny_lm(vocab_size=64)
+    dropping.train()
+    assert any(isinstance(m, nn.Dropout) and m.p > 0 for m in dropping.modules())
+    assert shared_prefix.shared_prompts(dropping, ids, mask, 6) is None
+    dropping.eval()
+    assert shared_prefix.shared_prompts(dropping, ids, mask, 6) is not None

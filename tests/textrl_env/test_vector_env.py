@@ -195,3 +195,68 @@ def test_disabled_autoreset_keeps_ended_rows_and_resets_by_mask() -> None:
     assert terminated.tolist() == [True, False, False] and info["prompt"][0] == "bb"
     with pytest.raises(ValueError, match="reset_mask"):
         off.reset(options={"reset_mask": np.array([1, 0, 0])})
+
+
+def test_score_together_scores_every_row_at_the_last_end_as_one_pass_would_each() -> None:
+    """Under ``without_autoreset(score_together=True)`` each row reports its end at its own step and
+    its reward and info at the step where the last row ends, equal to per-step scoring's."""
+    kwargs = dict(
+        tokenizer=build_char_tokenizer(), prompts=PROMPTS, reward_model=length_reward, max_new_tokens=4
+    )
+    actions = [[EOS, 5, 6], [9, 8, EOS], [9, 5, 5], [7, 7, 7]]  # rows end at steps 1, 2 and 4 (truncated)
+    per_step = TextGenerationVectorEnv(build_tiny_lm(), num_envs=3, **kwargs)
+    together = TextGenerationVectorEnv(build_tiny_lm(), num_envs=3, **kwargs)
+    expected: dict[str, torch.Tensor] = {}
+    rewards_seen = torch.zeros(3)
+    with per_step.without_autoreset():
+        per_step.reset(seed=3)
+        for step, action in enumerate(actions):
+            _, rewards, terminated, truncated, info = per_step.step(torch.tensor(action))
+            ended = (terminated | truncated).numpy()
+            rewards_seen[ended] = rewards[ended]
+            for key in ("score", "kl", "ref_logprobs", "logprobs"):
+                if ended.any():
+                    expected.setdefault(key, torch.zeros_like(info[key]))[ended] = info[key][ended]
+    with together.without_autoreset(score_together=True):
+        together.reset(seed=3)
+        ends = []
+        for step, action in enumerate(actions):
+            _, rewards, terminated, truncated, info = together.step(torch.tensor(action))
+            ends.append((terminated | truncated).tolist())
+            if step < len(actions) - 1:
+                assert not info and not rewards.any(), f"step {step} scored before the last row ended"
+    assert ends == [[True, False, False], [False, False, True], [False, False, False], [False, True, False]]
+    assert info["_score"].all()
+    torch.testing.assert_close(rewards, rewards_seen, rtol=1e-5, atol=1e-5)
+    for key, value in expected.items():
+        torch.testing.assert_close(info[key], value, rtol=1e-5, atol=1e-5, msg=key)
+    assert not together._score_together  # restored after the block
+
+
+def test_rows_with_the_same_prompt_share_one_prefill_and_get_its_logits() -> None:
+    """Four rows of two prompts: the prefill runs two rows, every row gets its prompt's logits."""
+    policy = build_tiny_lm()
+    vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, num_envs=4,
+                                  max_new_tokens=3)  # fmt: skip
+    rows_run = []
+    original = policy.forward
+
+    def counting(*args: object, **kwargs: object) -> object:
+        rows_run.append(kwargs["input_ids"].shape[0])  # type: ignore[union-attr]
+        return original(*args, **kwargs)
+
+    policy.forward = counting  # type: ignore[method-assign]
+    obs, _ = vec.reset(options={"prompt": [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]]})
+    assert rows_run == [2]
+    policy.forward = original  # type: ignore[method-assign]
+    mask = obs["attention_mask"][:, : vec.prompt_length]
+    with torch.no_grad():
+        logits = policy(input_ids=obs["input_ids"][:, : vec.prompt_length], attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]  # fmt: skip
+    torch.testing.assert_close(vec.next_token_logits, logits, atol=1e-4, rtol=1e-4)
+    obs, *_ = vec.step(torch.tensor([5, 6, 7, 8]))  # the shared cache rows decode independently
+    mask = obs["attention_mask"]
+    with torch.no_grad():
+        logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
+    torch.testing.assert_close(vec.next_token_logits, logits[:, vec.prompt_length], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,92 @@
+"""A teacher-forced forward that runs each distinct prompt once, for batches of k samples per prompt.
+
+RLOO and GRPO draw ``k`` responses to every prompt, so a batch of ``B`` rows holds ``B / k``
+distinct prompts, each ``k`` times. A plain teacher-forced pass computes every prompt ``k`` times,
+in the reference pass and again, with gradients, in the update. Causal attention means a prompt's
+keys and values do not depend on the response that follows it, so this forward computes them once
+per distinct prompt, gives every row its prompt's copy (``index_select``, which autograd sums back
+over the copies: the gradient is the one of the full pass), and runs only the responses on top of
+that cache. The work on the prompt shrinks ``k``-fold; everything else is the same computation.
+
+Exact when the prompt's forward is a function of the prompt alone: not with dropout active in
+training mode (the ``k`` copies would share one dropout mask), so such models keep the full pass.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from textrl_env.kv_cache import cache_keyword, distinct_rows, output_cache, select_rows
+
+# Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_SHARED_PREFIX=0 always runs the full pass.
+SHARED_PREFIX = os.environ.get("TEXTRL_SHARED_PREFIX", "1") != "0"
+
+
+def _dropout_active(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()
+    )
+
+
+def shared_prompts(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(first, inverse)`` of the distinct prompts (see :func:`~textrl_env.kv_cache.distinct_rows`)
+    when sharing them pays (at most half as many distinct prompts as rows) and is exact; else None."""
+    if not SHARED_PREFIX or input_ids.shape[0] < 2 or _dropout_active(model):
+        return None
+    shared = distinct_rows(input_ids[:, :response_start], attention_mask[:, :response_start])
+    if shared is None or 2 * shared[0].shape[0] > input_ids.shape[0]:
+        return None
+    return shared
+
+
+def shared_prefix_forward(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    response_start: int,
+    shared: tuple[torch.Tensor, torch.Tensor],
+    hidden: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits, hidden)`` ``(B, T, V)``/``(B, T, H)`` at the columns that predict the ``T`` response tokens.
+
+    Args:
+        model: a transformers causal LM (it takes a KV cache and returns logits).
+        input_ids, attention_mask, position_ids: ``(B, L)``, the prompt in ``[0, response_start)``.
+        response_start: the column where the response begins.
+        shared: :func:`shared_prompts`' ``(first, inverse)``.
+        hidden: also return the last layer's hidden states.
+    """
+    first, inverse = shared
+    extra: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
+    prefix = model(
+        input_ids=input_ids[first, :response_start],
+        attention_mask=attention_mask[first, :response_start],
+        position_ids=position_ids[first, :response_start],
+        use_cache=True,
+        logits_to_keep=1,  # the last prompt column predicts the first response token
+        **extra,
+    )
+    logits = [prefix.logits[:, -1:][inverse]]  # (B, 1, V)
+    states = [prefix.hidden_states[-1][:, -1:][inverse]] if hidden else []
+    if input_ids.shape[1] - response_start > 1:  # response tokens 0..T-2 predict tokens 1..T-1
+        cache = output_cache(prefix)
+        select_rows(cache, inverse)
+        rest = model(
+            input_ids=input_ids[:, response_start:-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids[:, response_start:-1],
+            use_cache=True,
+            **{cache_keyword(model): cache},
+            **extra,
+        )
+        logits.append(rest.logits)
+        if hidden:
+            states.append(rest.hidden_states[-1])
+    return torch.cat(logits, dim=1), torch.cat(states, dim=1) if hidden else None
