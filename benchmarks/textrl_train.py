@@ -27,7 +27,7 @@ from typing import Any
 from agents import GRPO, RLOO, BaseAlgorithm
 from agents.collect import Episodes
 from agents.rewards import SequenceRewards
-from benchmarks import common, measure
+from benchmarks import common, compute_floor, measure
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -115,6 +115,7 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
         wall = time.perf_counter() - start
     if agent.iteration != len(step_times):
         raise RuntimeError(f"expected {len(step_times)} iterations, ran {agent.iteration}")
+    floor = step_floor(settings, info, tokenizer, sum(agent.token_counts) / (len(step_times) * env.num_envs))
     return common.side_result(
         "textrl",
         settings,
@@ -126,6 +127,7 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
         memory=memory.report(),
         model=info,
         algo_config=config,
+        compute_floor=floor,
         optimizer="Adam (eps from settings, no weight decay = TRL's AdamW with weight_decay 0)",
         loss=(
             "token-mean of -A * ratio (ratio == 1: one update per batch)"
@@ -133,6 +135,25 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
             else f"-min(r*A, clip(r)*A) + beta*k3, aggregated by loss_type={settings.loss_type!r} (r == 1)"
         ),
     )
+
+
+def step_floor(
+    settings: common.BenchSettings, info: dict[str, Any], tokenizer: Any, response: float
+) -> dict[str, Any]:
+    """The step's compute floor: its multiply-adds (``compute_floor.training_step_macs``, at the
+    mean prompt and response lengths of the run) at this machine's measured fp32 matmul rate."""
+    prompt = sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in settings.prompts) / len(
+        settings.prompts
+    )
+    macs = compute_floor.training_step_macs(info["config"], prompt, response, settings.completions_per_step)
+    rate = compute_floor.matmul_rate(settings.torch_threads)
+    return {
+        "macs": macs,
+        "matmul_macs_per_s": rate,
+        "step_s": sum(macs.values()) / rate,
+        "prompt_tokens_mean": prompt,
+        "response_tokens_mean": response,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

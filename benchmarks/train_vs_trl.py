@@ -50,6 +50,15 @@ def compare(settings: common.BenchSettings, repeats: int) -> dict[str, Any]:
         "reward_difference": textrl["reward_final"] - trl["reward_final"],
         "runs": by_side,
     }
+    floor = by_side["textrl"][0].get("compute_floor")
+    if floor is not None:  # the same work on both sides: one floor
+        result["compute_floor"] = floor
+        result["step_over_floor"] = {
+            side: settings.completions_per_step
+            / medians[side]["completions_per_s_median_step"]
+            / floor["step_s"]
+            for side in SIDES
+        }
     if settings.target_reward is not None:
         reached = {side: time_to_reward(by_side[side]) for side in SIDES}
         result["time_to_reward"] = reached
@@ -141,6 +150,10 @@ def print_summary(mode: str, repeats: int, results: list[dict[str, Any]]) -> Non
              textrl["completions_per_s_median_step"] / trl["completions_per_s_median_step"]],
             ["peak memory MB", textrl["peak_mb"], trl["peak_mb"], r["peak_memory_ratio"]],
         ]  # fmt: skip
+        if "compute_floor" in r:
+            over = r["step_over_floor"]
+            rows.append([f"median step / compute floor ({r['compute_floor']['step_s']:.3f} s)", over["textrl"],
+                         over["trl"], over["textrl"] / over["trl"]])  # fmt: skip
         if mode == "throughput":
             window = min(s["reward_window"], s["steps"])
             rows.append([f"mean score, last {window} of {s['steps']} steps", textrl["reward_final"],
