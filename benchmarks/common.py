@@ -116,6 +116,8 @@ class BenchSettings:
     seed: int = 0
     torch_threads: int = 1
     device: str = "cpu"
+    # Charge each step's time to its phases (benchmarks/phase_clock.py); off for throughput runs.
+    profile_phases: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 2:

@@ -27,7 +27,7 @@ from typing import Any
 from agents import GRPO, RLOO, BaseAlgorithm
 from agents.collect import Episodes
 from agents.rewards import SequenceRewards
-from benchmarks import common, compute_floor, measure
+from benchmarks import common, compute_floor, measure, phase_clock
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -104,6 +104,7 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
         )
         agent: Any = scheduled(algo_class)("LMPolicy", env, settings=settings, seed=settings.seed, verbose=0,
                                            **config)  # fmt: skip
+        clock = phase_clock.textrl_clock() if settings.profile_phases else None
         step_times = []
         start = time.perf_counter()
         for _ in range(settings.steps):
@@ -113,6 +114,10 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
             if common.target_reached(settings, agent.score_history):
                 break
         wall = time.perf_counter() - start
+    phases = None
+    if clock is not None:
+        clock.restore()
+        phases = clock.report(step_times)
     if agent.iteration != len(step_times):
         raise RuntimeError(f"expected {len(step_times)} iterations, ran {agent.iteration}")
     floor = step_floor(settings, info, tokenizer, sum(agent.token_counts) / (len(step_times) * env.num_envs))
@@ -128,6 +133,7 @@ def run_textrl(settings: common.BenchSettings) -> dict[str, Any]:
         model=info,
         algo_config=config,
         compute_floor=floor,
+        phases=phases,
         optimizer="Adam (eps from settings, no weight decay = TRL's AdamW with weight_decay 0)",
         loss=(
             "token-mean of -A * ratio (ratio == 1: one update per batch)"

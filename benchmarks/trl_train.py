@@ -25,7 +25,7 @@ import time
 import warnings
 from typing import Any
 
-from benchmarks import common, measure
+from benchmarks import common, measure, phase_clock
 
 
 def trl_config_kwargs(settings: common.BenchSettings, output_dir: str) -> dict[str, Any]:
@@ -186,9 +186,12 @@ def run_trl(settings: common.BenchSettings) -> dict[str, Any]:
         if args.gradient_checkpointing or args.bf16:
             raise RuntimeError("TRL config did not take: gradient checkpointing or bf16 is still on")
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+        clock = phase_clock.trl_clock(trainer_class) if settings.profile_phases else None
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
+        if clock is not None:
+            clock.restore()
 
     logs = recorder.logs
     steps = len(recorder.step_times)
@@ -209,6 +212,7 @@ def run_trl(settings: common.BenchSettings) -> dict[str, Any]:
         model=info,
         kl_history=[log.get("kl") for log in logs],
         mean_length_history=lengths,
+        phases=None if clock is None else clock.report(recorder.step_times),
         trl_version=trl.__version__,
         trl_trainer=trainer_class.__name__,
         trl_config={k: v for k, v in kwargs.items() if k != "output_dir"},
