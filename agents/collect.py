@@ -16,6 +16,7 @@ import torch
 
 from agents.policies.base import sample_from_logits
 from textrl_env import TextGenerationVectorEnv
+from textrl_env.logprobs import real_vocab_logits
 
 
 @dataclass
@@ -74,8 +75,9 @@ def collect_episodes(
     Args:
         env: the native vector env.
         prompts: ``env.num_envs`` prompts, one per row.
-        act: for a policy attached with ``logits_source="policy"``, a function ``obs -> logits (N, V)``;
-            its logits are handed to the env (``set_policy_logits``). None samples from the env's own
+        act: for a policy attached with ``logits_source="policy"``, a function ``obs -> logits (N, V)``
+            (or more columns, for a padded vocabulary: they are dropped); its logits are handed to the
+            env (``set_policy_logits``). None samples from the env's own
             ``next_token_logits`` (``logits_source="env"``: the policy is the env's model; no second forward).
         generator: the sampler's RNG, for reproducible runs.
         on_step: called after every env step; returning False stops collection (returns None).
@@ -111,7 +113,9 @@ def _collect(
             logits = env.next_token_logits
         else:
             with torch.no_grad():
-                logits = act(obs)
+                # A custom policy on a padded vocabulary may emit logits for ids no token has: drop
+                # them, so they are never sampled and the env measures the same distribution.
+                logits = real_vocab_logits(act(obs), env.vocab_size)  # (N, V)
             env.set_policy_logits(logits)
         actions = sample_from_logits(logits, env.temperature, deterministic, generator)
         obs, _, _, _, info = env.step(actions)

@@ -47,8 +47,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from agents.policies.base import check_policy_vocab, obs_to_tensors, right_align
+from agents.policies.base import obs_to_tensors, right_align
 from agents.policies.lm import _model_vocab_size, _run_lm, _value_head
+from textrl_env.logprobs import real_vocab_logits
 from textrl_env.space_registry import env_for_space, registered_models
 
 
@@ -92,7 +93,14 @@ class TextRLSB3Policy(ActorCriticPolicy):
         if use_sde:
             raise ValueError("use_sde=True (gSDE) is for continuous actions; token actions are categorical")
         model, temperature = _find_model(observation_space, model, temperature)
-        check_policy_vocab(_model_vocab_size(model), int(action_space.n))  # type: ignore[attr-defined]
+        n_actions = int(action_space.n)  # type: ignore[attr-defined]
+        if _model_vocab_size(model) < n_actions:  # more is a padded vocabulary: the extra logits are dropped
+            raise ValueError(
+                f"the model emits {_model_vocab_size(model)} logits per token but the env's action space is "
+                f"Discrete({n_actions}); actions are token ids, so every one needs a logit. Train the env's "
+                "own model (the default), or resize its embeddings: "
+                f"model.resize_token_embeddings({n_actions})"
+            )
         # The parent builds its networks in _build(), before `model` could be attached (nn.Module
         # forbids assigning submodules before its __init__), so _build() is a no-op and the LM, the
         # value head and the optimizer are set up below.
@@ -158,7 +166,10 @@ class TextRLSB3Policy(ActorCriticPolicy):
         # last column and only that column is projected onto the vocabulary.
         aligned_ids, aligned_mask = right_align(ids, mask)
         out = _run_lm(self.model, aligned_ids, aligned_mask, keep=1, hidden=True)
-        logits = out.logits[:, -1]  # (B, V)
+        # Drop the logits of ids past the action space (a padded vocabulary): never sampled, and
+        # every softmax over the real tokens, as the env measures its log-probs.
+        n_actions = int(self.action_space.n)  # type: ignore[attr-defined]
+        logits = real_vocab_logits(out.logits[:, -1], n_actions)  # (B, V)
         hidden = out.hidden_states[-1][:, -1]  # (B, H) at the last real token
         values = self.value_head(hidden.to(self.value_head.weight.dtype))  # (B, 1)
         # A full response is a state the env always ends in: its value is 0 (see the module docstring).

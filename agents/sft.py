@@ -33,6 +33,7 @@ from reward_models.encoding import encode_continuation, encode_prompts
 from reward_models.jsonl import read_jsonl_records, record_problem
 from reward_models.safe_loading import from_pretrained_safely
 from textrl_env.logprobs import sequence_logprobs
+from textrl_env.models import check_vocab
 
 FIELDS = ("prompt", "response")
 
@@ -170,10 +171,20 @@ def collate(
 
 
 def sft_loss(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
-    """Mean negative log-likelihood of the response tokens (EOS included); prompt tokens carry no loss."""
-    logprobs = sequence_logprobs(model, input_ids, attention_mask, response_start)  # (B, R)
+    """Mean negative log-likelihood of the response tokens (EOS included); prompt tokens carry no loss.
+
+    ``vocab_size`` (the tokenizer's size) normalises over the real tokens only, as the env's
+    log-probs are, when the model's embeddings are padded past it; None uses every logit.
+    """
+    logprobs = sequence_logprobs(
+        model, input_ids, attention_mask, response_start, vocab_size=vocab_size
+    )  # (B, R)
     return -masked_mean(logprobs, attention_mask[:, response_start:])
 
 
@@ -226,6 +237,7 @@ def train_sft(
     demos = _as_demonstrations(data)
     examples = tokenize_demonstrations(tokenizer, demos, config.max_prompt_tokens, config.max_response_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    vocab_size = check_vocab(model, tokenizer)  # fewer than the model's logits: a padded vocabulary
     device = torch.device(config.device) if config.device else next(model.parameters()).device
     model.to(device)
     model.train(config.dropout)
@@ -252,7 +264,7 @@ def train_sft(
                 ids, mask, response_start = collate(batch, pad)
                 ids, mask = ids.to(device), mask.to(device)  # (B, P + R)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    loss = sft_loss(model, ids, mask, response_start)
+                    loss = sft_loss(model, ids, mask, response_start, vocab_size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm is not None:

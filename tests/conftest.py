@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -53,6 +55,21 @@ def build_tiny_lm(vocab_size: int = len(CHARS) + 3, seed: int = 0, n_positions: 
         pad_token_id=PAD,
     )
     return GPT2LMHeadModel(config).eval()
+
+
+def pad_vocabulary(model: torch.nn.Module, extra: int = 13, logit: float = 1e3) -> torch.nn.Module:
+    """A copy of ``model`` with ``extra`` more output ids, as checkpoints padded to a multiple of 64 are.
+
+    The real ids keep their weights; the extra ids get an output bias of ``logit`` (the others 0),
+    so they would take nearly all the probability anywhere their logits are not dropped.
+    """
+    padded: Any = copy.deepcopy(model)
+    n = padded.get_output_embeddings().out_features
+    padded.resize_token_embeddings(n + extra, mean_resizing=False)
+    bias = torch.zeros(n + extra)
+    bias[n:] = logit
+    padded.get_output_embeddings().bias = torch.nn.Parameter(bias)  # nn.Linear adds it when set
+    return padded.eval()
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,7 @@ from reward_models import RewardModel, compute_rewards, kl_penalty, resolve_rewa
 from reward_models.errors import check_on_reward_error
 from reward_models.shaping import KL_ESTIMATORS, KLEstimator
 from textrl_env.logprobs import sequence_logprobs
-from textrl_env.models import (
-    ModelLike,
-    context_length,
-    frozen_copy,
-    load_model_and_tokenizer,
-    model_vocab_size,
-)
+from textrl_env.models import ModelLike, context_length, frozen_copy, load_model_and_tokenizer
 from textrl_env.prompts import encode_prompts, tokenize_prompts
 
 
@@ -77,7 +71,9 @@ class GenerationCore:
         self.kl_estimator = cast(KLEstimator, kl_estimator)  # validated by check_settings
         self.temperature = float(temperature)
         self.max_new_tokens = int(max_new_tokens)
-        self.vocab_size = model_vocab_size(self.model)
+        # The tokenizer's size, checked against the model's logits on loading: a model with a padded
+        # vocabulary emits more, whose extra logits every sampler and log-prob here drops.
+        self.vocab_size = len(self.tokenizer)
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.prompts = list(prompts)
@@ -177,8 +173,12 @@ class GenerationCore:
         response_mask = attention_mask[:, self.prompt_length :]
         start = self.prompt_length  # sequence_logprobs drops the prompt columns no row uses
         if logprobs is None:
-            logprobs = sequence_logprobs(self.model, input_ids, attention_mask, start, self.temperature)
-        ref_logprobs = sequence_logprobs(self.ref_model, input_ids, attention_mask, start, self.temperature)
+            logprobs = sequence_logprobs(
+                self.model, input_ids, attention_mask, start, self.temperature, vocab_size=self.vocab_size
+            )
+        ref_logprobs = sequence_logprobs(
+            self.ref_model, input_ids, attention_mask, start, self.temperature, vocab_size=self.vocab_size
+        )
         kl = kl_penalty(logprobs, ref_logprobs, response_mask, estimator=self.kl_estimator)  # (B, T)
         completions = self.decode(response_ids, response_mask)
         if self.on_reward_error == "skip":
@@ -210,6 +210,11 @@ class CoreAttributes:
     prompt_length = property(lambda self: self.core.prompt_length, doc="P: columns of the prompt window.")
     max_new_tokens = property(lambda self: self.core.max_new_tokens, doc="T: the response length limit.")
     temperature = property(lambda self: self.core.temperature)
+    vocab_size = property(
+        lambda self: self.core.vocab_size,
+        doc="V: the tokenizer's size, the action space's n (a model with a padded vocabulary emits more "
+        "logits; the extra ones are dropped).",
+    )
     eos_token_id = property(lambda self: self.core.eos_token_id)
     pad_token_id = property(lambda self: self.core.pad_token_id)
     device = property(lambda self: self.core.device)

@@ -25,7 +25,12 @@ from textrl_env.kv_cache import (
     splice_rows,
     with_slot_layers,
 )
-from textrl_env.logprobs import accepts_logits_to_keep, leading_padding, position_ids_from_mask
+from textrl_env.logprobs import (
+    accepts_logits_to_keep,
+    leading_padding,
+    position_ids_from_mask,
+    real_vocab_logits,
+)
 
 # Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_READY_4D_MASK=0 always passes the 2D mask.
 READY_4D_MASK = os.environ.get("TEXTRL_READY_4D_MASK", "1") != "0"
@@ -38,7 +43,8 @@ class CachedDecoder:
         model: the causal LM the env generates with.
         num_rows: rows of the batch.
         seq_length: the env's observation length (prompt window + response slots).
-        vocab_size: logits per token.
+        vocab_size: the tokenizer's size; a model with a padded vocabulary emits more logits, and the
+            extra ids' are dropped (:func:`~textrl_env.token_math.real_vocab_logits`).
     """
 
     def __init__(self, model: nn.Module, num_rows: int, seq_length: int, vocab_size: int) -> None:
@@ -46,6 +52,7 @@ class CachedDecoder:
         self.model = model
         self.num_rows = num_rows
         self.seq_length = seq_length
+        self.vocab_size = vocab_size
         self.device = device
         self.cache: Any = None
         self.cache_mask = torch.zeros((num_rows, 0), dtype=torch.long, device=device)  # (N, S)
@@ -89,7 +96,7 @@ class CachedDecoder:
             **self._last_logits_only,
         )
         new = output_cache(out)
-        last_logits = out.logits[:, -1]
+        last_logits = self._last_logits(out.logits)  # (R or distinct rows, V)
         if shared is not None:
             select_rows(new, shared[1])
             last_logits = last_logits[shared[1]]
@@ -106,7 +113,7 @@ class CachedDecoder:
         self.cache_mask[rows] = 0
         self.cache_mask[rows, -width:] = prompt_mask
         self.next_pos[rows] = prompt_mask.sum(-1)
-        self.next_token_logits[rows] = last_logits.float()
+        self.next_token_logits[rows] = last_logits
 
     @torch.no_grad()
     def advance(
@@ -128,12 +135,21 @@ class CachedDecoder:
         )  # (N, 1, 1, S + 1)
         out = self.model(**inputs, attention_mask=mask, **{self._cache_kw: self.cache})
         self.cache = output_cache(out)
-        logits = out.logits[:, -1].float()  # (N, V)
+        logits = self._last_logits(out.logits)  # (N, V)
         self.next_token_logits = (
             logits if all_continue else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
         )
         self.next_pos += continuing.long()
         self._compact()
+
+    def _last_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The last column's float32 logits ``(R, V)`` of the real vocabulary, from ``(R, S, V')``.
+
+        Without padding this is what it always was (no copy for float32 logits). With a padded
+        vocabulary, the slice is made contiguous once here, which the softmax of the sampler and of
+        the log-probs would otherwise each do on their own.
+        """
+        return real_vocab_logits(logits[:, -1], self.vocab_size).float().contiguous()
 
     def _check_mask_4d(self, inputs: dict[str, Any]) -> bool:
         """Whether the model gives the same logits (to rounding) for a ready boolean 4D mask as for the 2D one.

@@ -9,6 +9,8 @@ measures them the same way (the checklist of "The N+ implementation details of R
   those of the distribution the tokens were actually sampled from;
 - the logit at column ``j`` predicts the token at column ``j + 1``;
 - masked response positions come back as exactly 0;
+- with ``vocab_size`` (the tokenizer's size), the logits of ids past it (padded embeddings) are
+  dropped (:func:`real_vocab_logits`), so every log-prob is normalised over the real tokens;
 - the forward itself is the cheaper of two exact ones (see :func:`teacher_forced`): columns that
   are padding in every row are dropped, and when the prompts are about the same length, each
   row's real tokens are rolled to its front and run under plain causal attention, with no
@@ -28,7 +30,7 @@ from torch import nn
 
 from textrl_env.kv_cache import forward_parameters
 from textrl_env.shared_prefix import shared_prefix_forward, shared_prompts
-from textrl_env.token_math import token_entropy, token_logprobs
+from textrl_env.token_math import real_vocab_logits, token_entropy, token_logprobs
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -128,8 +130,10 @@ def _forward(
     position_ids: torch.Tensor,
     keep: int,
     hidden: bool,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(logits, hidden)`` of the last ``keep`` columns (the LM head projects only those, where it can)."""
+    """``(logits, hidden)`` of the last ``keep`` columns (the LM head projects only those, where it can),
+    the logits cut to the first ``vocab_size`` ids (a view; see :func:`real_vocab_logits`)."""
     kwargs: dict[str, Any] = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
     if hidden:
         kwargs["output_hidden_states"] = True
@@ -147,7 +151,7 @@ def _forward(
     if hidden:
         states = out.hidden_states[-1] if logits is not None else out.last_hidden_state
     return (
-        None if logits is None else logits[:, -keep:],  # (B, keep, V)
+        None if logits is None else real_vocab_logits(logits[:, -keep:], vocab_size),  # (B, keep, V)
         None if states is None else states[:, -keep:],  # (B, keep, H)
     )
 
@@ -157,6 +161,7 @@ def response_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     response_start: int,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
     """Logits that predict each response token, from the plain masked forward.
 
@@ -169,6 +174,8 @@ def response_logits(
         input_ids: ``(B, L)`` left-padded prompt followed by the response.
         attention_mask: ``(B, L)`` 1 on real tokens.
         response_start: the column where the response begins.
+        vocab_size: keep the logits of the first ``vocab_size`` ids only (the tokenizer's; a padded
+            vocabulary's extra ids are dropped); None keeps them all.
 
     Returns:
         ``(B, L - response_start, V)`` logits in the model's dtype (not temperature-scaled).
@@ -176,7 +183,7 @@ def response_logits(
     _check_inputs(input_ids, attention_mask, response_start)
     keep = input_ids.shape[1] - response_start + 1  # columns response_start-1 .. L-1
     logits, _ = _forward(
-        model, input_ids, attention_mask, position_ids_from_mask(attention_mask), keep, False
+        model, input_ids, attention_mask, position_ids_from_mask(attention_mask), keep, False, vocab_size
     )
     assert logits is not None, "response_logits needs a causal LM (a model with an LM head)"
     return logits[:, :-1]  # (B, T, V): column j predicts token j + 1, the last predicts nothing
@@ -188,6 +195,7 @@ def teacher_forced(
     attention_mask: torch.Tensor,
     response_start: int,
     hidden: bool = False,
+    vocab_size: int | None = None,
 ) -> TeacherForced:
     """The one teacher-forced forward of textrl: env scoring, policies and the actor-critic share it.
 
@@ -213,6 +221,7 @@ def teacher_forced(
         attention_mask: ``(B, L)`` 1 on real tokens.
         response_start: the column where the response begins, >= 1.
         hidden: also return the last layer's hidden states at the kept columns.
+        vocab_size: keep the logits of the first ``vocab_size`` ids only (see :func:`real_vocab_logits`).
     """
     _check_inputs(input_ids, attention_mask, response_start)
     mask = attention_mask[:, response_start:].to(torch.float32)  # (B, T)
@@ -221,7 +230,7 @@ def teacher_forced(
         low = min(leading_padding(attention_mask[:, :response_start]), response_start - 1)
         ids, m = input_ids[:, low:], attention_mask[:, low:]
         shared_logits, shared_states = shared_prefix_forward(
-            model, ids, m, position_ids_from_mask(m), response_start - low, shared, hidden
+            model, ids, m, position_ids_from_mask(m), response_start - low, shared, hidden, vocab_size
         )
         return TeacherForced(shared_logits, shared_states, input_ids[:, response_start:], None, mask)
     length = input_ids.shape[1]
@@ -234,7 +243,9 @@ def teacher_forced(
     if not ROLLED_CAUSAL or not exact or high >= response_start or 8 * (high - low) > n_response:
         low = min(low, response_start - 1)  # the response needs one prompt column before it
         ids, m = input_ids[:, low:], attention_mask[:, low:]
-        logits, states = _forward(model, ids, m, position_ids_from_mask(m), n_response + 1, hidden)
+        logits, states = _forward(
+            model, ids, m, position_ids_from_mask(m), n_response + 1, hidden, vocab_size
+        )
         # Column j predicts token j + 1: the last kept column predicts nothing.
         return TeacherForced(
             None if logits is None else logits[:, :-1],  # (B, T, V)
@@ -250,7 +261,7 @@ def teacher_forced(
     # Real tokens get 0, 1, ... as before; the trailing pads repeat the last real position
     # instead of running past it, so a row that fits the model's positions still fits.
     positions = position_ids_from_mask(rolled_mask[:, : length - low])
-    logits, states = _forward(model, rolled, torch.ones_like(rolled), positions, keep, hidden)
+    logits, states = _forward(model, rolled, torch.ones_like(rolled), positions, keep, hidden, vocab_size)
     # Kept column k predicts the token one column later; the last one predicts nothing (any id).
     targets = rolled[:, -keep:].roll(-1, dims=1)  # (B, K)
     index = torch.arange(n_response, device=input_ids.device) + (high - lead).unsqueeze(1)  # (B, T)
@@ -265,6 +276,7 @@ def sequence_logprobs(
     response_start: int,
     temperature: float = ...,
     return_entropy: Literal[False] = ...,
+    vocab_size: int | None = ...,
 ) -> torch.Tensor: ...
 
 
@@ -277,6 +289,7 @@ def sequence_logprobs(
     temperature: float = ...,
     *,
     return_entropy: Literal[True],
+    vocab_size: int | None = ...,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -288,6 +301,7 @@ def sequence_logprobs(
     response_start: int,
     temperature: float,
     return_entropy: Literal[True],
+    vocab_size: int | None = ...,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -299,6 +313,7 @@ def sequence_logprobs(
     response_start: int,
     temperature: float = ...,
     return_entropy: bool = ...,
+    vocab_size: int | None = ...,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -309,6 +324,7 @@ def sequence_logprobs(
     response_start: int,
     temperature: float = 1.0,
     return_entropy: bool = False,
+    vocab_size: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the response tokens ``input_ids[:, response_start:]`` under ``model``.
 
@@ -323,15 +339,18 @@ def sequence_logprobs(
         response_start: the column where the response begins (the padded prompt length), >= 1.
         temperature: the temperature the tokens were sampled with.
         return_entropy: also return the per-token entropy of the (temperature-scaled) distribution.
+        vocab_size: the tokenizer's size: logits of ids past it (a padded vocabulary) are dropped, so
+            log-probs and entropies are over the real tokens. None uses every logit.
 
     Returns:
         ``(B, L - response_start)`` float32 log-probs, 0 where the mask is 0; with
         ``return_entropy=True`` a tuple ``(logprobs, entropy)`` of the same shape.
 
     Raises:
-        ValueError: shapes disagree, ``response_start`` is out of range, or ``temperature <= 0``.
+        ValueError: shapes disagree, ``response_start`` is out of range, ``temperature <= 0``, or the
+            model emits fewer than ``vocab_size`` logits.
     """
-    out = teacher_forced(model, input_ids, attention_mask, response_start)
+    out = teacher_forced(model, input_ids, attention_mask, response_start, vocab_size=vocab_size)
     assert out.logits is not None, "sequence_logprobs needs a causal LM (a model with an LM head)"
     logprobs = out.per_token(token_logprobs(out.logits, out.targets, temperature))
     if not return_entropy:

@@ -29,7 +29,8 @@ def load_model_and_tokenizer(
         device: where the model lives; None keeps a module where it is (CPU for loaded ones).
 
     Raises:
-        ValueError: the tokenizer has no pad token, or its vocabulary and the model's differ.
+        ValueError: the tokenizer has no pad token, or the model emits fewer logits than it has tokens
+            (more is fine: a padded vocabulary, see :func:`check_vocab`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,15 +122,25 @@ def check_tokenizer(tokenizer: Any) -> None:
         )
 
 
-def check_vocab(model: nn.Module, tokenizer: Any) -> None:
-    """Raise when the model's and the tokenizer's vocabulary sizes differ."""
+def check_vocab(model: nn.Module, tokenizer: Any) -> int:
+    """The number of real tokens, ``len(tokenizer)``, after checking the model has a logit for each.
+
+    A model may emit *more* logits than the tokenizer has tokens: embeddings padded to a multiple
+    of 64 or 128 (Qwen, many Llama checkpoints) are common. The extra ids, at the end, are no token,
+    so textrl drops their logits everywhere it samples or measures log-probs
+    (:func:`textrl_env.token_math.real_vocab_logits`) and the action space is ``Discrete(len(tokenizer))``.
+
+    Raises:
+        ValueError: the model emits fewer logits than the tokenizer has tokens (they belong to different vocabularies).
+    """
     n_model, n_tok = model_vocab_size(model), len(tokenizer)
-    if n_model != n_tok:
+    if n_model < n_tok:
         raise ValueError(
-            f"the model emits {n_model} logits but the tokenizer has {n_tok} tokens; actions are token ids, "
-            "so they must agree. Use the tokenizer the model was trained with, or call "
-            f"model.resize_token_embeddings(len(tokenizer)) (-> {n_tok})."
+            f"the model emits {n_model} logits but the tokenizer has {n_tok} tokens, so token ids "
+            f">= {n_model} have no logit; actions are token ids. Use the tokenizer the model was trained with, "
+            f"or call model.resize_token_embeddings(len(tokenizer)) (-> {n_tok})."
         )
+    return n_tok
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

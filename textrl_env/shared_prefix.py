@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from textrl_env.kv_cache import cache_keyword, distinct_rows, output_cache, select_rows
+from textrl_env.token_math import real_vocab_logits
 
 # Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_SHARED_PREFIX=0 always runs the full pass.
 SHARED_PREFIX = os.environ.get("TEXTRL_SHARED_PREFIX", "1") != "0"
@@ -53,6 +54,7 @@ def shared_prefix_forward(
     response_start: int,
     shared: tuple[torch.Tensor, torch.Tensor],
     hidden: bool,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(logits, hidden)`` ``(B, T, V)``/``(B, T, H)`` at the columns that predict the ``T`` response tokens.
 
@@ -62,6 +64,7 @@ def shared_prefix_forward(
         response_start: the column where the response begins.
         shared: :func:`shared_prompts`' ``(first, inverse)``.
         hidden: also return the last layer's hidden states.
+        vocab_size: keep the logits of the first ``vocab_size`` ids only (a padded vocabulary).
     """
     first, inverse = shared
     extra: dict[str, Any] = {"output_hidden_states": True} if hidden else {}
@@ -73,7 +76,7 @@ def shared_prefix_forward(
         logits_to_keep=1,  # the last prompt column predicts the first response token
         **extra,
     )
-    logits = [prefix.logits[:, -1:][inverse]]  # (B, 1, V)
+    logits = [real_vocab_logits(prefix.logits[:, -1:], vocab_size)[inverse]]  # (B, 1, V)
     states = [prefix.hidden_states[-1][:, -1:][inverse]] if hidden else []
     if input_ids.shape[1] - response_start > 1:  # response tokens 0..T-2 predict tokens 1..T-1
         cache = output_cache(prefix)
@@ -86,7 +89,7 @@ def shared_prefix_forward(
             **{cache_keyword(model): cache},
             **extra,
         )
-        logits.append(rest.logits)
+        logits.append(real_vocab_logits(rest.logits, vocab_size))
         if hidden:
             states.append(rest.hidden_states[-1])
     return torch.cat(logits, dim=1), torch.cat(states, dim=1) if hidden else None

@@ -38,6 +38,33 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def real_vocab_logits(logits: torch.Tensor, vocab_size: int | None) -> torch.Tensor:
+    """The logits of the first ``vocab_size`` token ids: ``logits[..., :vocab_size]``, a view.
+
+    A model whose embeddings are padded (to a multiple of 64 or 128, as Qwen's and many Llama
+    checkpoints are) emits logits for ids past the tokenizer's last token. Those ids are at the
+    end, so dropping their columns gives exactly what masking them to -inf would: they are never
+    sampled, every softmax is normalised over the real tokens, and the ids that remain index the
+    same tokens. A view costs no copy; ``None`` or logits of exactly ``vocab_size`` come back as they are.
+
+    Args:
+        logits: ``(..., V)`` with ``V >= vocab_size``.
+        vocab_size: the tokenizer's size, or None to keep every column.
+
+    Raises:
+        ValueError: the logits have fewer columns than ``vocab_size`` (a model that cannot emit some token).
+    """
+    if vocab_size is None or logits.shape[-1] == vocab_size:
+        return logits
+    if logits.shape[-1] < vocab_size:
+        raise ValueError(
+            f"the logits have {logits.shape[-1]} columns but the vocabulary has {vocab_size} tokens, so ids "
+            f">= {logits.shape[-1]} have no logit; use the model the tokenizer belongs to, or call "
+            f"model.resize_token_embeddings({vocab_size})"
+        )
+    return logits[..., :vocab_size]  # (..., vocab_size) view
+
+
 def _chunk_rows(logits: torch.Tensor) -> int:
     """Rows of ``V`` logits per chunk: about 1 MB on CPU (stays in cache), 256 MB on accelerators,
     and never fewer than 64 rows, so a large vocabulary does not mean thousands of tiny chunks."""

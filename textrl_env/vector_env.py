@@ -24,7 +24,7 @@ from torch import nn
 from reward_models import RewardModel
 from textrl_env.core import CoreAttributes, GenerationCore
 from textrl_env.decoder import CachedDecoder
-from textrl_env.logprobs import token_logprobs
+from textrl_env.logprobs import real_vocab_logits, token_logprobs
 from textrl_env.models import ModelLike
 from textrl_env.vector_inputs import check_actions, reset_prompts, row_seeds
 
@@ -316,13 +316,17 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         Needed when the acting policy is not ``model`` itself (a custom policy with its own head or
         network): attach it with ``logits_source="policy"`` and call this before every ``step``, so
         ``info["logprobs"]`` and the KL are measured for the policy that acted.
+
+        A policy on a model with a padded vocabulary may hand all of its ``(num_envs, V')`` logits,
+        ``V' >= V``: the columns past the tokenizer's ``V`` tokens are dropped, as the env drops its own.
         """
-        if tuple(logits.shape) != (self.num_envs, self.core.vocab_size):
+        if logits.dim() != 2 or logits.shape[0] != self.num_envs or logits.shape[1] < self.core.vocab_size:
             raise ValueError(
                 f"logits must have shape ({self.num_envs}, {self.core.vocab_size}) (num_envs, vocab_size), "
-                f"got {tuple(logits.shape)}"
+                f"or more columns for a padded vocabulary, got {tuple(logits.shape)}"
             )
-        self._handed_logits = logits.detach().to(self.core.device, torch.float32)
+        logits = real_vocab_logits(logits.detach(), self.core.vocab_size)  # (N, V)
+        self._handed_logits = logits.to(self.core.device, torch.float32)
 
     def _step_logits(self) -> torch.Tensor:
         if self._logits_source == "env":

@@ -90,11 +90,17 @@ def sample_from_logits(
 def check_policy_vocab(policy_vocab_size: int, env_vocab_size: int) -> None:
     """Raise when the policy's logits and the env's action space disagree."""
     if policy_vocab_size != env_vocab_size:
+        fix = (
+            f"resize its embeddings: model.resize_token_embeddings({env_vocab_size})"
+            if policy_vocab_size < env_vocab_size
+            # More: embeddings padded past the tokenizer; the policy must be told the real size.
+            else "give it the env's tokenizer, LMPolicy(model, tokenizer=env.tokenizer), or "
+            f"vocab_size={env_vocab_size}"
+        )
         raise ValueError(
             f"the policy emits {policy_vocab_size} logits per token but the env's action space is "
             f"Discrete({env_vocab_size}); actions are token ids, so they must agree. Build the policy on the "
-            "env's own model (the default), or resize its embeddings: "
-            f"model.resize_token_embeddings({env_vocab_size})"
+            f"env's own model and tokenizer (the default), or {fix}"
         )
 
 

@@ -25,11 +25,13 @@ from reward_models.safe_loading import from_pretrained_safely
 from textrl_env.logprobs import (
     accepts_logits_to_keep,
     position_ids_from_mask,
+    real_vocab_logits,
     sequence_logprobs,
     teacher_forced,
     token_entropy,
     token_logprobs,
 )
+from textrl_env.models import check_vocab
 
 
 def _model_vocab_size(model: Any) -> int:
@@ -37,6 +39,23 @@ def _model_vocab_size(model: Any) -> int:
     if head is not None and hasattr(head, "out_features"):
         return int(head.out_features)
     return int(model.config.vocab_size)
+
+
+def _real_vocab_size(model: Any, tokenizer: Any, vocab_size: int | None) -> int:
+    """Token ids the policy acts over: ``vocab_size``, else ``len(tokenizer)``, else every logit.
+
+    A model whose embeddings are padded emits more logits than its tokenizer has tokens; the extra
+    ids (at the end) are no token, and the policy drops their logits (:func:`real_vocab_logits`).
+    """
+    n_logits = _model_vocab_size(model)
+    if vocab_size is None:
+        return check_vocab(model, tokenizer) if tokenizer is not None else n_logits
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 1 <= vocab_size <= n_logits:
+        raise ValueError(
+            f"vocab_size must be an int in [1, {n_logits}] (the model emits {n_logits} logits), got "
+            f"{vocab_size!r}; pass the tokenizer's size, len(tokenizer), or leave it out to take it from tokenizer"
+        )
+    return vocab_size
 
 
 def _model_hidden_size(model: Any) -> int:
@@ -105,6 +124,10 @@ class LMPolicy(BasePolicy):
         temperature: the sampling temperature (match the env's).
         lora_config: train a LoRA adapter instead of the full model (``peft.LoraConfig`` or a dict of its
             fields); the reference is then the same model with the adapter disabled.
+        vocab_size: the token ids the policy acts over (default: ``len(tokenizer)``, else every logit).
+            A model with a padded vocabulary emits more logits than that; the extra ids' are dropped
+            everywhere (sampling, log-probs, entropy), so they are never drawn and every
+            distribution is over the real tokens.
     """
 
     def __init__(
@@ -113,9 +136,11 @@ class LMPolicy(BasePolicy):
         tokenizer: Any = None,
         temperature: float = 1.0,
         lora_config: Any = None,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__(temperature)
         model = _load_model(model)
+        self._vocab_size = _real_vocab_size(model, tokenizer, vocab_size)
         self.model = _wrap_lora(model, lora_config) if lora_config is not None else model
         self.tokenizer = tokenizer
         self.has_lora = lora_config is not None
@@ -130,14 +155,16 @@ class LMPolicy(BasePolicy):
 
     @property
     def vocab_size(self) -> int:
-        return _model_vocab_size(self.model)
+        """Token ids the policy acts over: the tokenizer's size (fewer than the logits of a padded model)."""
+        return self._vocab_size
 
     def _next_token(self, obs: Obs, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Next-token logits ``(B, V)`` and, when asked, the last layer's hidden state there ``(B, H)``."""
         ids, mask, _ = obs_to_tensors(obs, self.device)
         ids, mask = right_align(ids, mask)
         out = _run_lm(self.model, ids, mask, keep=1, hidden=hidden)
-        return out.logits[:, -1], (out.hidden_states[-1][:, -1] if hidden else None)
+        logits = real_vocab_logits(out.logits[:, -1], self._vocab_size)  # (B, V)
+        return logits, (out.hidden_states[-1][:, -1] if hidden else None)
 
     def forward(self, obs: Obs) -> torch.Tensor:
         """Raw (not temperature-scaled) next-token logits ``(B, V)`` at each row's last real column."""
@@ -152,7 +179,13 @@ class LMPolicy(BasePolicy):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probs ``(B, T)`` of ``input_ids[:, response_start:]`` at the policy's temperature."""
         return sequence_logprobs(
-            self.model, input_ids, attention_mask, response_start, self.temperature, return_entropy
+            self.model,
+            input_ids,
+            attention_mask,
+            response_start,
+            self.temperature,
+            return_entropy,
+            vocab_size=self._vocab_size,
         )
 
     def evaluate_sequence(
@@ -191,14 +224,21 @@ class LMPolicy(BasePolicy):
             )
         peft_model: Any = self.model
         with torch.no_grad(), peft_model.disable_adapter():
-            return sequence_logprobs(self.model, input_ids, attention_mask, response_start, self.temperature)
+            return sequence_logprobs(
+                self.model,
+                input_ids,
+                attention_mask,
+                response_start,
+                self.temperature,
+                vocab_size=self._vocab_size,
+            )
 
 
 class LMActorCriticPolicy(LMPolicy):
     """A causal LM with a scalar value head: PPO uses it.
 
     Args:
-        model, tokenizer, temperature, lora_config: as for :class:`LMPolicy`.
+        model, tokenizer, temperature, lora_config, vocab_size: as for :class:`LMPolicy`.
         value_head: ``"shared"`` puts a linear head on the policy's last hidden state (one backbone,
             one forward for log-probs and values); ``"separate"`` gives the critic its own copy of the LM
             body (twice the memory, but value updates never move the policy's weights).
@@ -214,13 +254,14 @@ class LMActorCriticPolicy(LMPolicy):
         lora_config: Any = None,
         value_head: Literal["shared", "separate"] = "shared",
         value_head_init_std: float = 0.0,
+        vocab_size: int | None = None,
     ) -> None:
         if value_head not in ("shared", "separate"):
             raise ValueError(f"value_head must be 'shared' or 'separate', got {value_head!r}")
         body: Any = _load_model(model)
         # the critic copies the LM body (without the LM head) before any adapter is attached
         critic = copy.deepcopy(getattr(body, "base_model", body)) if value_head == "separate" else None
-        super().__init__(body, tokenizer, temperature, lora_config)
+        super().__init__(body, tokenizer, temperature, lora_config, vocab_size)
         self.value_head_kind = value_head
         self.critic: nn.Module | None = critic.eval().requires_grad_(True) if critic is not None else None
         self.value_head = _value_head(body, value_head_init_std)
@@ -293,7 +334,9 @@ class LMActorCriticPolicy(LMPolicy):
                 input_ids, attention_mask, response_start, return_entropy=True
             )
             return values, logprobs, entropy
-        out = teacher_forced(self.model, input_ids, attention_mask, response_start, hidden=True)
+        out = teacher_forced(
+            self.model, input_ids, attention_mask, response_start, hidden=True, vocab_size=self._vocab_size
+        )
         assert out.hidden is not None and out.logits is not None
         values = out.per_token(self._values(out.hidden))  # (B, T)
         if not need_policy:

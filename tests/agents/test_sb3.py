@@ -218,7 +218,8 @@ def test_clear_errors_when_the_model_cannot_be_found_or_is_wrong() -> None:
         make_ppo(env, policy_kwargs={"temperature": 0.5})
     wrong_vocab = f"Discrete\\({env.action_space.n}\\)"
     with pytest.raises(ValueError, match=wrong_vocab), pytest.warns(UserWarning, match="no live textrl env"):
-        TextRLSB3Policy(copied_space, env.action_space, schedule, model=build_tiny_lm(vocab_size=64))
+        # fewer logits than actions; more is a padded vocabulary (tests/agents/test_padded_vocab_agents.py)
+        TextRLSB3Policy(copied_space, env.action_space, schedule, model=build_tiny_lm(vocab_size=40))
     with pytest.raises(TypeError, match="Dict\\(input_ids, attention_mask\\)"):
         TextRLSB3Policy(gym.spaces.Box(0, 1, (4,)), env.action_space, schedule)
     with pytest.raises(ValueError, match="gSDE"):

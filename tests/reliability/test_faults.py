@@ -9,7 +9,7 @@ import torch
 
 from agents import REINFORCE
 from tests.agents.test_ppo import PROMPTS, make_env
-from tests.conftest import build_char_tokenizer, build_tiny_lm
+from tests.conftest import build_char_tokenizer, build_tiny_lm, pad_vocabulary
 from textrl_env import TextGenerationVectorEnv
 
 
@@ -48,19 +48,42 @@ def test_a_tokenizer_without_a_pad_token_is_refused_with_the_fix() -> None:
         )
 
 
-def test_a_model_with_a_padded_vocabulary_is_refused_with_the_fix() -> None:
-    """Padded embeddings (vocab rounded up to a multiple of 64) would let the policy emit ids no tokenizer decodes."""
+def test_a_model_with_a_padded_vocabulary_trains_and_never_emits_a_padding_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Padded embeddings (vocab rounded up past the tokenizer, as Qwen's): the extra ids' logits are dropped.
+
+    The 13 extra ids get a logit of ~1000, so any sampler or log-prob that kept them would emit
+    nothing else (and report log-probs near -1000). Fewer logits than tokens is still refused.
+    """
     tokenizer = build_char_tokenizer()
-    model = build_tiny_lm(vocab_size=64)  # > len(tokenizer) == 47
-    with pytest.raises(
-        ValueError,
-        match=rf"emits 64 logits but the tokenizer has {len(tokenizer)} tokens.*resize_token_embeddings",
-    ):
-        TextGenerationVectorEnv(model, tokenizer, prompts=PROMPTS, reward_model=lambda p, c: [0.0] * len(c))
-    model.resize_token_embeddings(len(tokenizer))  # the fix the message gives works
-    TextGenerationVectorEnv(
-        model, tokenizer, prompts=PROMPTS, reward_model=lambda p, c: [0.0] * len(c), num_envs=1
+    model = pad_vocabulary(build_tiny_lm(vocab_size=len(tokenizer)))  # 59 logits > len(tokenizer) == 46
+    env = TextGenerationVectorEnv(
+        model,
+        tokenizer,
+        prompts=PROMPTS,
+        reward_model=lambda p, c: [0.0] * len(c),
+        num_envs=4,
+        max_new_tokens=4,
     )
+    assert env.single_action_space.n == len(tokenizer)
+    agent = REINFORCE("LMPolicy", env, seed=0, verbose=0)
+    taken: list[torch.Tensor] = []
+    step = env.step
+
+    def recording_step(actions: torch.Tensor) -> Any:
+        taken.append(torch.as_tensor(actions))
+        return step(actions)
+
+    monkeypatch.setattr(env, "step", recording_step)
+    agent.learn(64)
+    assert len(taken) >= 8 and all((actions < len(tokenizer)).all() for actions in taken)
+    with pytest.raises(
+        ValueError, match=r"emits 40 logits but the tokenizer has 46 tokens.*resize_token_embeddings"
+    ):
+        TextGenerationVectorEnv(
+            build_tiny_lm(vocab_size=40), tokenizer, prompts=PROMPTS, reward_model=lambda p, c: [0.0] * len(c)
+        )
 
 
 def test_a_reward_tensor_of_another_dtype_with_grad_is_moved_to_the_env() -> None:

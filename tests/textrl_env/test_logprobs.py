@@ -202,7 +202,9 @@ def padded_batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, int]:
     if k > 1:  # each prompt k times, each copy with its own response and response length
         copies = torch.tensor(draw(st.lists(st.integers(0, 63), min_size=batch * k * response,
                                             max_size=batch * k * response))).view(batch * k, -1)  # fmt: skip
-        lengths = torch.tensor(draw(st.lists(st.integers(0, response), min_size=batch * k, max_size=batch * k)))
+        lengths = torch.tensor(
+            draw(st.lists(st.integers(0, response), min_size=batch * k, max_size=batch * k))
+        )
         ids = torch.cat([ids[:, :prompt].repeat_interleave(k, 0), copies], dim=1)
         response_mask = (torch.arange(response).unsqueeze(0) < lengths.unsqueeze(1)).long()
         mask = torch.cat([mask[:, :prompt].repeat_interleave(k, 0), response_mask], dim=1)

@@ -161,10 +161,12 @@ def test_tokenizer_without_pad_token() -> None:
 
 
 def test_vocab_mismatch() -> None:
+    """Fewer logits than tokens is refused; more is a padded vocabulary (tests/textrl_env/test_padded_vocab.py)."""
     with pytest.raises(
-        ValueError, match=r"emits 60 logits but the tokenizer has 46 tokens.*resize_token_embeddings"
+        ValueError, match=r"emits 40 logits but the tokenizer has 46 tokens.*resize_token_embeddings"
     ):
-        make_env(model=build_tiny_lm(vocab_size=60))
+        make_env(model=build_tiny_lm(vocab_size=40))
+    assert make_env(model=build_tiny_lm(vocab_size=60)).action_space.n == 46
 
 
 @pytest.mark.parametrize(

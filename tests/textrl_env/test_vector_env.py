@@ -210,7 +210,7 @@ def test_score_together_scores_every_row_at_the_last_end_as_one_pass_would_each(
     rewards_seen = torch.zeros(3)
     with per_step.without_autoreset():
         per_step.reset(seed=3)
-        for step, action in enumerate(actions):
+        for action in actions:
             _, rewards, terminated, truncated, info = per_step.step(torch.tensor(action))
             ended = (terminated | truncated).numpy()
             rewards_seen[ended] = rewards[ended]
