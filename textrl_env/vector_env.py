@@ -26,6 +26,7 @@ from textrl_env.core import CoreAttributes, GenerationCore
 from textrl_env.decoder import CachedDecoder
 from textrl_env.logprobs import real_vocab_logits, token_logprobs
 from textrl_env.models import ModelLike
+from textrl_env.vector_info import ended_info
 from textrl_env.vector_inputs import check_actions, reset_prompts, row_seeds
 
 TensorObs = dict[str, torch.Tensor]
@@ -349,39 +350,10 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             self._ids[rows, :width], self._mask[rows, :width], prompts, logprobs=self._logprobs[rows, :t_max]
         )
         rewards[rows] = result.reward.float()
-        n, t = self.num_envs, self.core.max_new_tokens
-        mask = torch.as_tensor(ended, device=self.core.device)
-        info: dict[str, Any] = {"score": torch.zeros(n, device=self.core.device)}
-        info["score"][rows] = result.score.float()
-        for key, value in (
-            ("kl", result.kl),
-            ("logprobs", result.logprobs),
-            ("ref_logprobs", result.ref_logprobs),
-        ):
-            full = torch.zeros((n, t), device=self.core.device)
-            full[rows, :t_max] = value.float()
-            info[key] = full
-        info["response_mask"] = self._mask[:, self.core.prompt_length :] * mask.unsqueeze(1)
-        info["prompt"] = np.array(
-            [p if e else "" for p, e in zip(self._row_prompts, ended, strict=True)], dtype=object
+        response_mask = self._mask[:, self.core.prompt_length :]
+        return ended_info(
+            result, ended, rows, t_max, response_mask, self._row_prompts, self.core.max_new_tokens
         )
-        info["completion"] = np.full(n, "", dtype=object)
-        info["completion"][ended] = np.array(result.completions + [None], dtype=object)[:-1]
-        info["reward_error"] = np.zeros(n, dtype=bool)
-        info["reward_error"][ended] = result.reward_error.cpu().numpy()
-        keys = (
-            "score",
-            "kl",
-            "logprobs",
-            "ref_logprobs",
-            "response_mask",
-            "prompt",
-            "completion",
-            "reward_error",
-        )
-        for key in keys:
-            info["_" + key] = ended.copy()
-        return info
 
     @torch.no_grad()
     def _restart_rows(self, rows_np: np.ndarray, prompts: list[str] | None = None) -> None:
