@@ -12,6 +12,7 @@ import copy
 import os
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +22,7 @@ from textrl_env.kv_cache import (
     drop_leading_slots,
     output_cache,
     prepend_empty_slots,
+    scatter_rows,
     select_rows,
     splice_rows,
     with_slot_layers,
@@ -62,6 +64,9 @@ class CachedDecoder:
         # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
         self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
+        # The rows the cache holds, when ended rows were dropped from it (see advance); None: all.
+        self._live: np.ndarray | None = None
+        self._live_index: torch.Tensor | None = None
 
     @property
     def started(self) -> bool:
@@ -71,6 +76,7 @@ class CachedDecoder:
     def clear(self) -> None:
         """Forget the cache: the next prefill must cover every row."""
         self.cache = None
+        self._live = self._live_index = None
 
     @torch.no_grad()
     def prefill(
@@ -105,6 +111,8 @@ class CachedDecoder:
             self.cache = with_slot_layers(new, width + room)
             self.cache_mask = torch.zeros((self.num_rows, width), dtype=torch.long, device=self.device)
         else:
+            if self._live is not None:  # rows were dropped: give every row its slot back first
+                self._restore_rows()
             missing = width - self.cache_mask.shape[1]
             if missing > 0:  # the new prompt is longer than the cache: give every row empty slots first
                 prepend_empty_slots(self.cache, missing)
@@ -117,30 +125,76 @@ class CachedDecoder:
 
     @torch.no_grad()
     def advance(
-        self, actions: torch.Tensor, continuing: torch.Tensor, all_continue: bool, pad_id: int
+        self,
+        actions: torch.Tensor,
+        continuing: torch.Tensor,
+        going_on: np.ndarray,
+        pad_id: int,
+        drop_ended: bool = False,
     ) -> None:
         """One cached forward of the new token of every continuing row; others add a masked slot.
 
-        ``all_continue`` (known on the host) skips the row selection when every row goes on.
+        ``going_on`` is ``continuing`` known on the host. With ``drop_ended`` (rows that ended stay
+        ended until a reset: the env's ``DISABLED`` autoreset), once at most half of the rows the
+        cache holds go on, the others are dropped from it, so the forwards that follow run only on
+        rows that still generate: a batch whose responses end early stops paying for the longest.
         """
+        if drop_ended and self._should_drop(going_on):
+            self._keep_rows(np.flatnonzero(going_on))
+        live, index = self._live, self._live_index
+        if index is not None:
+            actions, continuing, positions = actions[index], continuing[index], self.next_pos[index]
+        else:
+            positions = self.next_pos
+        all_continue = bool(going_on.all() if live is None else going_on[live].all())
         tokens = (actions if all_continue else torch.where(continuing, actions, pad_id)).unsqueeze(1)
-        self.cache_mask = torch.cat([self.cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (N, S + 1)
-        inputs = {"input_ids": tokens, "position_ids": self.next_pos.unsqueeze(1), "use_cache": True}
+        self.cache_mask = torch.cat([self.cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (R, S + 1)
+        inputs = {"input_ids": tokens, "position_ids": positions.unsqueeze(1), "use_cache": True}
         if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
             self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
         # One query token attends to the cache slots its mask allows: that is the whole 4D mask,
         # so the model need not rebuild it from the 2D mask every step.
         mask = (
             self.cache_mask.bool()[:, None, None, :] if self._mask_4d else self.cache_mask
-        )  # (N, 1, 1, S + 1)
+        )  # (R, 1, 1, S + 1)
         out = self.model(**inputs, attention_mask=mask, **{self._cache_kw: self.cache})
         self.cache = output_cache(out)
-        logits = self._last_logits(out.logits)  # (N, V)
-        self.next_token_logits = (
-            logits if all_continue else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
-        )
-        self.next_pos += continuing.long()
+        logits = self._last_logits(out.logits)  # (R, V)
+        if index is None:
+            self.next_token_logits = (
+                logits
+                if all_continue
+                else torch.where(continuing.unsqueeze(1), logits, self.next_token_logits)
+            )
+            self.next_pos += continuing.long()
+        else:
+            kept = self.next_token_logits[index]
+            self.next_token_logits[index] = (
+                logits if all_continue else torch.where(continuing.unsqueeze(1), logits, kept)
+            )
+            self.next_pos[index] += continuing.long()
         self._compact()
+
+    def _should_drop(self, going_on: np.ndarray) -> bool:
+        held = len(going_on) if self._live is None else len(self._live)
+        on = int(going_on.sum()) if self._live is None else int(going_on[self._live].sum())
+        return 0 < 2 * on <= held
+
+    def _keep_rows(self, rows: np.ndarray) -> None:
+        """Keep only ``rows`` (env row indices, ascending) in the cache."""
+        where = rows if self._live is None else np.searchsorted(self._live, rows)
+        position = torch.as_tensor(where, device=self.device)
+        select_rows(self.cache, position)
+        self.cache_mask = self.cache_mask[position]
+        self._live, self._live_index = rows, torch.as_tensor(rows, device=self.device)
+
+    def _restore_rows(self) -> None:
+        """Give the cache every row again; the dropped ones get empty, masked slots until prefilled."""
+        assert self._live_index is not None
+        scatter_rows(self.cache, self._live_index, self.num_rows)
+        full = self.cache_mask.new_zeros((self.num_rows, self.cache_mask.shape[1]))
+        self.cache_mask = full.index_copy_(0, self._live_index, self.cache_mask)
+        self._live = self._live_index = None
 
     def _last_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The last column's float32 logits ``(R, V)`` of the real vocabulary, from ``(R, S, V')``.

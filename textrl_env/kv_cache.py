@@ -64,6 +64,15 @@ def select_rows(cache: Any, index: torch.Tensor) -> None:
         _set_layer(cache, i, keys.index_select(0, index), values.index_select(0, index))
 
 
+def scatter_rows(cache: Any, index: torch.Tensor, num_rows: int) -> None:
+    """The inverse of :func:`select_rows`: a cache of ``num_rows`` rows holding row ``j`` at ``index[j]``
+    (zeros elsewhere, for rows that are masked out until they are prefilled again)."""
+    for i, (keys, values) in enumerate(layer_tensors(cache)):
+        full_keys = keys.new_zeros((num_rows, *keys.shape[1:])).index_copy_(0, index, keys)
+        full_values = values.new_zeros((num_rows, *values.shape[1:])).index_copy_(0, index, values)
+        _set_layer(cache, i, full_keys, full_values)
+
+
 def prepend_empty_slots(cache: Any, n: int) -> None:
     """Add ``n`` zero slots before every row's first slot (the caller masks them out)."""
     if n <= 0:

@@ -301,7 +301,8 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
         going_on = ~idle & ~ended  # known on the host: skip the forward when no row goes on
         if going_on.any():
             continuing = active & ~(terminated | truncated)
-            self._decoder.advance(actions, continuing, bool(going_on.all()), self.core.pad_token_id)
+            drop = self.autoreset_mode == AutoresetMode.DISABLED  # ended rows stay ended until a reset
+            self._decoder.advance(actions, continuing, going_on, self.core.pad_token_id, drop_ended=drop)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             if idle.any():
                 self._restart_rows(np.flatnonzero(idle))

@@ -260,3 +260,42 @@ def test_rows_with_the_same_prompt_share_one_prefill_and_get_its_logits() -> Non
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
                         position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
     torch.testing.assert_close(vec.next_token_logits, logits[:, vec.prompt_length], atol=1e-4, rtol=1e-4)
+
+
+def test_rows_that_ended_leave_the_decode_batch_without_changing_any_row() -> None:
+    """Under DISABLED autoreset the decoder drops ended rows once at most half go on; logits and
+    log-probs equal those of a decoder that keeps every row, also after a partial reset brings
+    dropped rows back (their slots restored, then prefilled)."""
+    kwargs = dict(
+        tokenizer=build_char_tokenizer(), prompts=PROMPTS, reward_model=length_reward, max_new_tokens=8,
+        num_envs=6, autoreset_mode="Disabled",
+    )  # fmt: skip
+    keeping = TextGenerationVectorEnv(build_tiny_lm(), **kwargs)
+    dropping = TextGenerationVectorEnv(build_tiny_lm(), **kwargs)
+    keeping._decoder._should_drop = lambda going_on: False  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    for env in (keeping, dropping):
+        env.reset(seed=5)
+    # rows 0-3 end early (EOS at steps 1-2); rows 4-5 run on; then rows 0-2 restart mid-way
+    script = [[EOS, 5, 6, 7, 8, 9], [0, EOS, EOS, EOS, 8, 9]] + [list(rng.integers(2, 20, 6)) for _ in range(3)]
+    held = []
+    for step, action in enumerate(script + ["reset"] + [list(rng.integers(2, 20, 6)) for _ in range(4)]):
+        if action == "reset":
+            for env in (keeping, dropping):
+                env.reset(options={"reset_mask": np.array([True, True, True, False, False, False])})
+            continue
+        outs = [env.step(torch.tensor(action)) for env in (keeping, dropping)]
+        held.append(dropping._decoder.cache_mask.shape[0])
+        for a, b in zip(outs[0], outs[1], strict=True):
+            if isinstance(a, dict):
+                for key in a:
+                    if isinstance(a[key], torch.Tensor):
+                        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5, msg=f"{key} {step}")
+            elif isinstance(a, torch.Tensor):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        going = ~dropping._idle
+        torch.testing.assert_close(
+            keeping.next_token_logits[torch.as_tensor(going)], dropping.next_token_logits[torch.as_tensor(going)],
+            atol=1e-5, rtol=1e-5,
+        )  # fmt: skip
+    assert min(held) == 2 and max(held) == 6  # it did drop rows (to the two that went on), then restored them
