@@ -120,3 +120,8 @@ def test_policy_class_must_be_a_module() -> None:
 
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         RLOO(NotAModule, make_env(8), verbose=0)
+
+
+def test_the_optimizer_is_torchs_fused_adam_on_cpu_float32() -> None:
+    agent = RLOO("LMPolicy", make_env(4), k=2, verbose=0)
+    assert isinstance(agent.optimizer, torch.optim.Adam) and agent.optimizer.defaults["fused"] is True

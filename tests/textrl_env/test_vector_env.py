@@ -277,7 +277,9 @@ def test_rows_that_ended_leave_the_decode_batch_without_changing_any_row() -> No
     for env in (keeping, dropping):
         env.reset(seed=5)
     # rows 0-3 end early (EOS at steps 1-2); rows 4-5 run on; then rows 0-2 restart mid-way
-    script = [[EOS, 5, 6, 7, 8, 9], [0, EOS, EOS, EOS, 8, 9]] + [list(rng.integers(2, 20, 6)) for _ in range(3)]
+    script = [[EOS, 5, 6, 7, 8, 9], [0, EOS, EOS, EOS, 8, 9]] + [
+        list(rng.integers(2, 20, 6)) for _ in range(3)
+    ]
     held = []
     for step, action in enumerate(script + ["reset"] + [list(rng.integers(2, 20, 6)) for _ in range(4)]):
         if action == "reset":
