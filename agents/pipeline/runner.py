@@ -19,6 +19,7 @@ import torch
 import yaml
 from rich.console import Console
 
+from agents import distributed
 from agents.logger import Logger
 from agents.pipeline.config import PipelineConfig, config_differences, resolve_config
 from agents.pipeline.context import RunContext
@@ -162,6 +163,22 @@ def _start(config: PipelineConfig, resume: bool, overwrite: bool) -> tuple[RunDi
     return run_dir, config
 
 
+def refuse_launcher() -> None:
+    """Stop before anything is written when started by ``torchrun`` with more than one process.
+
+    Every rank would run every stage into the same run directory. Until the stages are split
+    (rank 0 the data, labelling, reward model and evaluation; every rank the RL), the loop runs
+    as one process; its RL stage alone scales out as ``textrl train`` under the launcher.
+    """
+    if distributed.launched():
+        raise ValueError(
+            f"textrl pipeline runs as one process, but this one was launched as one of WORLD_SIZE="
+            f"{os.environ.get('WORLD_SIZE')} ranks (torchrun / accelerate launch); run it with plain "
+            "`textrl pipeline ...`, and train a round's policy on several processes with "
+            "`torchrun --nproc_per_node N -m agents.cli train ...` instead"
+        )
+
+
 def run_pipeline(
     config: PipelineConfig | None = None,
     *,
@@ -189,6 +206,7 @@ def run_pipeline(
     """
     from agents.pipeline.plots import make_plots
 
+    refuse_launcher()
     console = console or Console()
     run_dir, config = _start(config or PipelineConfig(), resume, overwrite)
     run = RunContext(
