@@ -94,7 +94,13 @@ def test_under_a_launcher_the_pipeline_stops_before_writing_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two ranks would both run every stage into one run directory: refused, with the way to scale RL."""
-    launch = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    launch = {
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }
     for name, value in launch.items():
         monkeypatch.setenv(name, value)
     run_dir = tmp_path / "run"
