@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -224,14 +224,8 @@ class LMPolicy(BasePolicy):
             )
         peft_model: Any = self.model
         with torch.no_grad(), peft_model.disable_adapter():
-            return sequence_logprobs(
-                self.model,
-                input_ids,
-                attention_mask,
-                response_start,
-                self.temperature,
-                vocab_size=self._vocab_size,
-            )
+            logprobs = LMPolicy.sequence_logprobs(self, input_ids, attention_mask, response_start)
+        return cast(torch.Tensor, logprobs)  # without return_entropy: the log-probs alone
 
 
 class LMActorCriticPolicy(LMPolicy):

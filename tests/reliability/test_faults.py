@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents import REINFORCE
+from tests.agents.test_padded_vocab_agents import record_actions
 from tests.agents.test_ppo import PROMPTS, make_env
 from tests.conftest import build_char_tokenizer, build_tiny_lm, pad_vocabulary
 from textrl_env import TextGenerationVectorEnv
@@ -68,14 +69,7 @@ def test_a_model_with_a_padded_vocabulary_trains_and_never_emits_a_padding_id(
     )
     assert env.single_action_space.n == len(tokenizer)
     agent = REINFORCE("LMPolicy", env, seed=0, verbose=0)
-    taken: list[torch.Tensor] = []
-    step = env.step
-
-    def recording_step(actions: torch.Tensor) -> Any:
-        taken.append(torch.as_tensor(actions))
-        return step(actions)
-
-    monkeypatch.setattr(env, "step", recording_step)
+    taken = record_actions(env, monkeypatch)
     agent.learn(64)
     assert len(taken) >= 8 and all((actions < len(tokenizer)).all() for actions in taken)
     with pytest.raises(
