@@ -166,7 +166,10 @@ def teardown() -> None:
         return
     try:
         if here.is_main:
-            store.wait([f"textrl/left/{r}" for r in range(1, here.world_size)], EXIT_WAIT)
+            keys = [f"textrl/left/{r}" for r in range(1, here.world_size)]
+            store.wait(keys, EXIT_WAIT)
+            for key in keys:  # a store that outlives the group (torchrun's agent) must not see them again
+                store.delete_key(key)
         else:
             store.set(f"textrl/left/{here.rank}", "1")
     except (RuntimeError, dist.DistError):

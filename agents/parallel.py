@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from agents import distributed, fsdp
 from agents.collect import Episodes, collect_episodes
 from agents.policies import protocol
+from agents.update_steps import fusable
 from reward_models.shaping import RunningMeanStd
 from textrl_env import TextGenerationVectorEnv
 
@@ -207,7 +208,10 @@ class DataParallel:
         fsdp.shard_policy(policy, model, reference)
         self._sharded = policy
         params = [p for p in policy.parameters() if p.requires_grad]
-        rebuilt = type(optimizer)(params, **optimizer.defaults)
+        defaults = dict(optimizer.defaults)
+        if defaults.get("fused") and not fusable(params):  # DTensor shards: torch's default kernel
+            defaults["fused"] = None
+        rebuilt = type(optimizer)(params, **defaults)
         if state["state"]:
             fsdp.load_full_optimizer_state(policy, rebuilt, state)
         return rebuilt

@@ -15,6 +15,7 @@ from agents.checkpoint import CheckpointError, get_rng_state, load_checkpoint, s
 from agents.config import upgrade_config
 from agents.policies import POLICY_ALIASES
 from agents.rng import RNGStateError
+from agents.update_steps import load_optimizer_state
 
 if TYPE_CHECKING:
     from agents.base import BaseAlgorithm
@@ -76,7 +77,7 @@ def load_agent(
     agent = cls(policy, env, device=device, **{**algo, **kwargs})
     checkpoint.load_policy(agent.policy)
     if checkpoint.optimizer_state is not None:
-        agent.optimizer.load_state_dict(checkpoint.optimizer_state)
+        load_optimizer_state(agent.optimizer, checkpoint.optimizer_state)
     if checkpoint.kl_controller_state is not None:
         agent.kl_controller.load_state_dict(checkpoint.kl_controller_state)
         agent.env.set_kl_coef(agent.kl_controller.value)

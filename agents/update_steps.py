@@ -28,11 +28,33 @@ def make_adam(params: Sequence[torch.nn.Parameter], lr: float, eps: float) -> to
     model of a few dozen tensors, as long as a small model's decode step. The fused kernel computes
     the same update. Sharded (FSDP2) parameters and other devices keep the default.
     """
-    fused = bool(params) and all(
+    if fusable(params):
+        try:
+            return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+        except RuntimeError:  # a torch without the fused kernel for this device (CPU before 2.4)
+            pass
+    return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
+def fusable(params: Sequence[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused Adam kernel takes these parameters (plain tensors, cpu/cuda, float)."""
+    return bool(params) and all(
         type(p) is torch.nn.Parameter and p.dtype in FUSED_ADAM_DTYPES and p.device.type in ("cpu", "cuda")
         for p in params
     )
-    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True if fused else None)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the kernel choice of the optimizer built here.
+
+    A state dict carries its param groups' ``fused`` flag, and loading replaces the group's: a
+    checkpoint from a fused run would turn fused on where the kernel does not apply (sharded
+    parameters, another device), and an older one would turn it off.
+    """
+    fused = [group.get("fused") for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flag in zip(optimizer.param_groups, fused, strict=True):
+        group["fused"] = flag
 
 
 class UpdateSteps:

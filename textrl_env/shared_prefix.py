@@ -28,8 +28,34 @@ SHARED_PREFIX = os.environ.get("TEXTRL_SHARED_PREFIX", "1") != "0"
 
 
 def _dropout_active(model: nn.Module) -> bool:
-    return any(
-        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules()
+    """Dropout in training mode, as modules or as the attention's own ``attention_dropout``."""
+    modules = list(model.modules())
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in modules):
+        return True
+    config = getattr(model, "config", None)
+    return model.training and float(getattr(config, "attention_dropout", 0) or 0) > 0
+
+
+def _cannot_share(model: nn.Module) -> bool:
+    """Models the two-forward path does not fit (they keep the one full pass):
+
+    - gradient checkpointing in training mode: transformers then returns no cache;
+    - parameters sharded by FSDP2 (DTensors): every rank must run the same number of forwards,
+      and whether prompts repeat is each rank's own data;
+    - peft's prompt learning: its virtual tokens would be prepended to the response forward too.
+    """
+    if (
+        model.training
+        and torch.is_grad_enabled()
+        and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    ):
+        return True
+    first = next(model.parameters(), None)
+    if first is not None and type(first).__name__ == "DTensor":
+        return True
+    peft_config = getattr(model, "peft_config", None)
+    return isinstance(peft_config, dict) and any(
+        getattr(c, "is_prompt_learning", False) for c in peft_config.values()
     )
 
 
@@ -38,7 +64,9 @@ def shared_prompts(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(first, inverse)`` of the distinct prompts (see :func:`~textrl_env.kv_cache.distinct_rows`)
     when sharing them pays (at most half as many distinct prompts as rows) and is exact; else None."""
-    if not SHARED_PREFIX or input_ids.shape[0] < 2 or _dropout_active(model):
+    if not SHARED_PREFIX or input_ids.shape[0] < 2 or input_ids.shape[1] <= response_start:
+        return None
+    if _dropout_active(model) or _cannot_share(model):
         return None
     shared = distinct_rows(input_ids[:, :response_start], attention_mask[:, :response_start])
     if shared is None or 2 * shared[0].shape[0] > input_ids.shape[0]:

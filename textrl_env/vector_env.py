@@ -244,6 +244,12 @@ class TextGenerationVectorEnv(CoreAttributes, VectorEnv):
             ]  # fmt: skip
         prompts = reset_prompts(options, self.num_envs)
         rows = np.flatnonzero(mask)
+        if self._unscored[rows].any() and not mask.all():
+            raise RuntimeError(
+                f"rows {np.flatnonzero(self._unscored & mask).tolist()} ended but are not scored yet: under "
+                "without_autoreset(score_together=True) a row is scored at the step the last row ends; reset "
+                "them after that step, or collect without score_together"
+            )
         if mask.all():
             self._decoder.clear()  # a full reset starts a fresh cache
         self._restart_rows(rows, None if prompts is None else [prompts[i] for i in rows])

@@ -125,3 +125,14 @@ def test_policy_class_must_be_a_module() -> None:
 def test_the_optimizer_is_torchs_fused_adam_on_cpu_float32() -> None:
     agent = RLOO("LMPolicy", make_env(4), k=2, verbose=0)
     assert isinstance(agent.optimizer, torch.optim.Adam) and agent.optimizer.defaults["fused"] is True
+
+
+def test_loading_an_optimizer_state_keeps_the_kernel_this_optimizer_chose() -> None:
+    from agents.update_steps import load_optimizer_state
+
+    agent = RLOO("LMPolicy", make_env(4), k=2, verbose=0)
+    state = agent.optimizer.state_dict()
+    for group in state["param_groups"]:
+        group["fused"] = None  # as a checkpoint from before fused Adam, or from sharded parameters
+    load_optimizer_state(agent.optimizer, state)
+    assert all(group["fused"] is True for group in agent.optimizer.param_groups)

@@ -324,3 +324,29 @@ def test_shared_prefix_forward_gives_the_full_passes_gradients_and_is_taken_only
     assert shared_prefix.shared_prompts(dropping, ids, mask, 6) is None
     dropping.eval()
     assert shared_prefix.shared_prompts(dropping, ids, mask, 6) is not None
+
+
+def test_shared_prefix_is_skipped_where_it_does_not_fit() -> None:
+    """Gradient checkpointing in training (no cache comes back), attention dropout in training,
+    and a batch with no response column keep the full pass; the log-probs are still computed."""
+    from textrl_env.shared_prefix import shared_prompts
+
+    lm = build_tiny_lm(vocab_size=64)
+    ids = torch.cat([torch.tensor([[5, 6, 7]]).repeat(4, 1), torch.randint(2, 64, (4, 3))], 1)
+    mask = torch.ones_like(ids)
+    assert shared_prompts(lm, ids, mask, 3) is not None
+    assert shared_prompts(lm, ids, mask, ids.shape[1]) is None  # no response column
+    lm.activation_checkpointing_enable()
+    lm.train()
+    for module in lm.modules():  # dropout off, so only the checkpointing decides
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    assert shared_prompts(lm, ids, mask, 3) is None
+    assert sequence_logprobs(lm, ids, mask, 3).shape == (4, 3)  # no KeyError from a missing cache
+    with torch.no_grad():
+        assert shared_prompts(lm, ids, mask, 3) is not None  # no gradients: checkpointing is idle
+    lm.activation_checkpointing_disable()
+    lm.config.attention_dropout = 0.1
+    assert shared_prompts(lm, ids, mask, 3) is None
+    lm.eval()
+    assert shared_prompts(lm, ids, mask, 3) is not None

@@ -301,3 +301,14 @@ def test_rows_that_ended_leave_the_decode_batch_without_changing_any_row() -> No
             atol=1e-5, rtol=1e-5,
         )  # fmt: skip
     assert min(held) == 2 and max(held) == 6  # it did drop rows (to the two that went on), then restored them
+
+
+def test_a_partial_reset_of_a_row_waiting_for_its_score_is_refused() -> None:
+    vec = TextGenerationVectorEnv(build_tiny_lm(), build_char_tokenizer(), PROMPTS, length_reward, num_envs=3,
+                                  max_new_tokens=4)  # fmt: skip
+    with vec.without_autoreset(score_together=True):
+        vec.reset(seed=0)
+        vec.step(torch.tensor([EOS, 5, 6]))  # row 0 ended; scored only when rows 1 and 2 end
+        with pytest.raises(RuntimeError, match=r"rows \[0\] ended but are not scored yet"):
+            vec.reset(options={"reset_mask": np.array([True, False, False])})
+        vec.reset(seed=0)  # a full reset starts a new batch: allowed
