@@ -211,6 +211,8 @@ class BaseAlgorithm(UpdateSteps):
         total_timesteps, log_interval = check_learn_args(total_timesteps, log_interval)
         if reset_num_timesteps:
             self.num_timesteps = 0
+        elif isinstance(self.logger, Logger):  # a continued run's progress.csv goes on, not afresh
+            self.logger.continue_files()
         target = self.num_timesteps + total_timesteps
         self.optimizer = self.parallel.ready(self.optimizer)
         runner = CallbackRunner(callback, self, progress_bar and self.parallel.is_main)

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -282,6 +282,12 @@ def _help(text: str, default: Any = None) -> Any:
 @dataclass
 class EvalArguments:
     """What :func:`evaluate_model` scores, on what, against what (``textrl eval``'s flags)."""
+
+    # Path settings, resolved against a --config file's folder (agents.cli.paths).
+    PATHS: ClassVar[dict[str, str]] = {
+        "policy": "input", "reference": "model", "reward_model": "model", "prompts": "input",
+        "judge": "model", "out": "output",
+    }  # fmt: skip
 
     policy: str | None = _help(
         "the policy: a causal LM directory, a `textrl train` run directory or an agent checkpoint."

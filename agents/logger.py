@@ -7,6 +7,8 @@ with three changes:
   turned into numbers in one transfer at :meth:`Logger.dump`;
 - the CSV file's header grows safely: when new keys appear the file is rewritten to a temporary file
   and swapped in with ``os.replace`` (SB3's own CSV writer rewrites in place, which a crash can corrupt);
+  each row is one write of a whole line, and a resumed run (:meth:`Logger.continue_files`) appends,
+  dropping a row that a killed process left half-written;
 - a ``"rich"`` console format prints one compact table per dump, grouped by namespace.
 
 Keys are namespaced like SB3's: ``rollout/score_mean``, ``rollout/kl_mean``, ``train/policy_loss``,
@@ -16,8 +18,10 @@ Keys are namespaced like SB3's: ``rollout/score_mean``, ``rollout/kl_mean``, ``t
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,18 +54,33 @@ def _check_plain(value: Any, fmt: str) -> None:
             raise FormatUnsupportedError([fmt], name)
 
 
+class PartialRowWarning(UserWarning):
+    """Warned when a resumed run finds ``progress.csv`` ending in a half-written row, and drops it."""
+
+
 class CSVOutputFormat(KVWriter):
     """``progress.csv`` with a ``step`` column first; new keys rewrite the file atomically.
 
+    A killed process never leaves a row that breaks reading or resuming: each row goes to the file
+    in one unbuffered ``os.write`` of the whole line (so only a kill inside that call can cut it, and
+    then the line has no newline yet), and a header change is a temp file swapped in with
+    ``os.replace``. The file is opened at the first write: afresh (truncated, like SB3's), or, after
+    :meth:`continue_file`, appended to, with a half-written last row dropped with a warning.
+
     Args:
-        filename: the CSV file (truncated on open, like SB3's).
+        filename: the CSV file.
     """
 
     def __init__(self, filename: str | os.PathLike) -> None:
         self.path = Path(filename)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
         self.keys: list[str] = []
+        self.append = False
+        self._opened = False
+
+    def continue_file(self) -> None:
+        """Append to the existing file instead of starting it afresh (no effect once a row is written)."""
+        self.append = True
 
     def write(
         self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
@@ -69,6 +88,8 @@ class CSVOutputFormat(KVWriter):
         row = {"step": step, **filter_excluded_keys(key_values, key_excluded, "csv")}
         for value in row.values():
             _check_plain(value, "csv")
+        if not self._opened:
+            self._open()
         new_keys = [k for k in row if k not in self.keys]
         if new_keys:
             keys = (
@@ -79,24 +100,60 @@ class CSVOutputFormat(KVWriter):
             self._rewrite_with(keys, row)
             self.keys = keys  # only once the new file is in place
             return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+        line = _csv_text(self.keys, [row]).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(line)
+            while view:  # a regular file takes it in one call; loop in case it does not
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def _open(self) -> None:
+        self._opened = True
+        if not self.append or not self.path.is_file():
+            _replace(self.path, "")
+            return
+        text = self.path.read_bytes().decode("utf-8")
+        if text and not text.endswith("\n"):
+            kept, _, partial = text.rpartition("\n")
+            warnings.warn(
+                f"{self.path} ends in a half-written row (the run that wrote it stopped mid-write); "
+                f"dropping it before appending: {partial[:80]!r}",
+                PartialRowWarning,
+                stacklevel=4,
+            )
+            text = kept + "\n" if kept else ""
+            _replace(self.path, text)
+        header = next(csv.reader(io.StringIO(text)), [])
+        self.keys = list(header)
 
     def _rewrite_with(self, keys: list[str], row: dict[str, Any]) -> None:
-        with self.path.open(newline="") as f:
+        with self.path.open(newline="", encoding="utf-8") as f:
             old_rows = list(csv.DictReader(f))
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(old_rows)
-            writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        _replace(self.path, _csv_text(keys, [*old_rows, row], header=True))
 
     def close(self) -> None:
         pass
+
+
+def _csv_text(keys: list[str], rows: list[dict[str, Any]], header: bool = False) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync it, and swap it in (readers see old or new)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _format_value(value: Any) -> str:
@@ -199,6 +256,16 @@ class Logger(SB3Logger):
             formats = [f for f in formats if f in CONSOLE_FORMATS]
         writers = make_output_formats(folder, formats, quiet, console)
         super().__init__(None if folder is None else os.fspath(folder), writers)
+
+    def continue_files(self) -> None:
+        """Append to an existing ``progress.csv`` instead of starting it afresh.
+
+        ``learn(reset_num_timesteps=False)`` calls this, so a resumed run's rows follow the old ones.
+        It has no effect on a file this logger has already written to.
+        """
+        for writer in self.output_formats:
+            if isinstance(writer, CSVOutputFormat):
+                writer.continue_file()
 
     def dump(self, step: int = 0) -> None:
         """Write every recorded value at ``step`` to each format, then clear them."""

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.base import BaseAlgorithm
 from agents.config import AlgoConfig
@@ -50,6 +50,11 @@ def _help(text: str, default: Any = None) -> Any:
 @dataclass
 class TrainArguments:
     """What to train, on what, and where the results go (the agent's own settings are its config)."""
+
+    # Path settings, resolved against a --config file's folder (agents.cli.paths).
+    PATHS: ClassVar[dict[str, str]] = {
+        "model": "model", "reward_model": "model", "prompts": "input", "eval_prompts": "input", "out": "output",
+    }  # fmt: skip
 
     env: str | None = _help(
         "a registered env id (`textrl envs` lists them); omit it to train --model on --reward_model and --prompts"

@@ -7,7 +7,9 @@ A dataclass field becomes ``--name`` (and ``--name-with-dashes``) through
 Precedence when :func:`parse_dataclasses` builds the instances, lowest first: the dataclass
 default, the ``defaults`` a caller passes (e.g. tuned hyperparameters), the ``--config`` file, the
 flags given on the command line. To tell a flag the user typed from a default, every generated flag
-defaults to an :class:`Unset` marker (shown in ``--help`` as the dataclass default).
+defaults to an :class:`Unset` marker (shown in ``--help`` as the dataclass default). Path settings
+(a dataclass's ``PATHS``) read from a config file are relative to that file's folder and checked
+there (:mod:`agents.cli.paths`).
 
 Example::
 
@@ -28,8 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# The namespace attribute that lists the dests generated from dataclass fields.
+from agents.cli.paths import path_kinds, resolve_config_paths, resolve_path
+
+# The namespace attributes that list the dests generated from dataclass fields, and their path kinds.
 _FIELDS_ATTR = "_dataclass_fields"
+_PATHS_ATTR = "_dataclass_paths"
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
@@ -76,10 +81,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, *dataclass_types: t
             metavar="FILE",
             default=None,
             help="YAML (.yaml/.yml) or TOML (.toml) file of settings, keyed by the flag names without "
-            "dashes (underscores); flags on the command line override it",
+            "dashes (underscores); flags on the command line override it. Relative paths in it are relative "
+            "to the file's folder, and input paths are checked to exist before anything runs",
         )
         known.add("config")
     fields: dict[str, Any] = dict(parser.get_default(_FIELDS_ATTR) or {})  # dest -> its argparse type
+    paths: dict[str, str] = dict(parser.get_default(_PATHS_ATTR) or {})  # dest -> its path kind
     for dtype in dataclass_types:
         if not (isinstance(dtype, type) and dataclasses.is_dataclass(dtype)):
             raise TypeError(f"add_dataclass_arguments() takes dataclass types, got {dtype!r}")
@@ -97,8 +104,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, *dataclass_types: t
             action.container = group  # type: ignore[attr-defined]
             group._add_action(action)  # the public add_argument would rebuild it from kwargs
             fields.setdefault(action.dest, action.type)
+        for name, kind in path_kinds([dtype]).items():
+            paths.setdefault(name, kind)
         known |= set(fields)
-    parser.set_defaults(**{_FIELDS_ATTR: fields})
+    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths})
 
 
 def add_positional(
@@ -119,7 +128,10 @@ def add_positional(
     )
     fields = dict(parser.get_default(_FIELDS_ATTR) or {})
     fields[name] = None
-    parser.set_defaults(**{_FIELDS_ATTR: fields})
+    paths = dict(parser.get_default(_PATHS_ATTR) or {})
+    if name in (kinds := path_kinds([dtype])):
+        paths[name] = kinds[name]
+    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths})
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -198,7 +210,9 @@ def peek_setting(args: argparse.Namespace, name: str, default: Any) -> Any:
     if config is not None:
         from_file = load_config_file(config)
         if name in from_file:
-            return _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), f"--config {config}")
+            value = _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), f"--config {config}")
+            kind = getattr(args, _PATHS_ATTR, {}).get(name)
+            return value if kind is None else resolve_path(name, value, kind, config)
     return default
 
 
@@ -236,6 +250,9 @@ def parse_dataclasses(
     Raises:
         ValueError: a key of the config file, or a flag given, that none of the dataclasses has
             (naming the closest field), or a value the dataclass itself refuses.
+        FileNotFoundError: an input path of the config file that does not exist (resolved against
+            the file's folder).
+        TypeError: a config value that is not a path where a path is expected.
     """
     valid = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
     owners = " / ".join(dtype.__name__ for dtype in dataclass_types)
@@ -243,10 +260,15 @@ def parse_dataclasses(
     config = getattr(args, "config", None)
     if config is not None:
         types = getattr(args, _FIELDS_ATTR, {})
-        for name, value in load_config_file(config).items():
+        from_file = load_config_file(config)
+        for name, value in from_file.items():
             if name not in valid:
                 raise _unknown(name, valid, f"--config {config}: key", owners)
-            merged[name] = _coerce(name, value, types, f"--config {config}")
+            from_file[name] = _coerce(name, value, types, f"--config {config}")
+        # A flag typed on the command line wins, so a config path it replaces is not checked.
+        typed = given_settings(args)
+        kept = {name: value for name, value in from_file.items() if name not in typed}
+        merged.update(resolve_config_paths(kept, path_kinds(dataclass_types), config))
     for name, value in given_settings(args).items():
         if name not in valid:
             raise _unknown(name, valid, "flag", owners)

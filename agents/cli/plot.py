@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from agents.cli.args import add_dataclass_arguments, add_positional, parse_dataclasses
 
@@ -19,6 +20,8 @@ HELP = (
 @dataclass
 class PlotArguments:
     """Which run to plot."""
+
+    PATHS: ClassVar[dict[str, str]] = {"run_dir": "input"}
 
     run_dir: str | None = field(
         default=None, metadata={"help": "the run directory of a `textrl pipeline` run."}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from agents.cli.args import add_dataclass_arguments, add_positional, existing_file, parse_dataclasses
 from reward_models.training import RewardTrainingConfig
@@ -21,6 +22,13 @@ HELP = (
 @dataclass
 class RMArguments:
     """What to train from, on what, and where to save it."""
+
+    PATHS: ClassVar[dict[str, str]] = {
+        "data": "input",
+        "eval_data": "input",
+        "model": "model",
+        "out": "output",
+    }
 
     data: str | None = field(
         default=None, metadata={"help": "preference pairs: JSONL of {'prompt', 'chosen', 'rejected'}."}

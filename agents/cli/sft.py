@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from agents.cli.args import add_dataclass_arguments, add_positional, existing_file, parse_dataclasses
 from agents.sft import SFTConfig
@@ -21,6 +22,13 @@ HELP = (
 @dataclass
 class SFTArguments:
     """What to fine-tune, on what, and where to save it."""
+
+    PATHS: ClassVar[dict[str, str]] = {
+        "data": "input",
+        "model": "model",
+        "tokenizer": "model",
+        "out": "output",
+    }
 
     data: str | None = field(
         default=None, metadata={"help": "demonstrations: JSONL of {'prompt', 'response'}."}

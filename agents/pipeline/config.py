@@ -18,7 +18,8 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 TUNED_ENV = "textrl/Sentiment-v0"  # the task the pipeline runs on the default model
 
@@ -30,6 +31,9 @@ def _help(text: str, default: Any = None) -> Any:
 @dataclass
 class PipelineConfig:
     """Everything a pipeline run depends on; saved as ``config.yaml`` in the run directory."""
+
+    # Path settings, resolved against a --config file's folder (agents.cli.paths).
+    PATHS: ClassVar[dict[str, str]] = {"run_dir": "output", "model": "model"}
 
     # ---------------------------------------------------------------- the run
     run_dir: str = _help("the run directory: config, checkpoints, metrics, plots, summary.", "runs/pipeline")
@@ -220,7 +224,8 @@ def agent_settings(config: PipelineConfig) -> tuple[str, dict[str, Any]]:
 def config_differences(stored: PipelineConfig, given: dict[str, Any]) -> list[str]:
     """``name: stored vs given`` for each given setting that differs from the stored run's.
 
-    ``run_dir`` may differ (the same folder, spelt another way), and ``rounds`` may grow: resuming a
+    ``run_dir`` may differ (the same folder, spelt another way), ``model`` may be the same folder
+    spelt another way (``config.yaml`` stores it absolute), and ``rounds`` may grow: resuming a
     finished run with more rounds continues it.
     """
     stored_values = stored.to_dict()
@@ -231,7 +236,15 @@ def config_differences(stored: PipelineConfig, given: dict[str, Any]) -> list[st
         and name != "run_dir"
         and stored_values[name] != value
         and not (name == "rounds" and value > stored_values[name])
+        and not (name == "model" and _same_folder(stored_values[name], value))
     ]
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    return first.exists() and second.exists() and first.resolve() == second.resolve()
 
 
 __all__ = [

@@ -159,7 +159,7 @@ def _start(config: PipelineConfig, resume: bool, overwrite: bool) -> tuple[RunDi
             )
         config = dataclasses.replace(stored, run_dir=config.run_dir, rounds=max(stored.rounds, config.rounds))
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir.config_file, CONFIG_HEADER + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(run_dir.config_file, CONFIG_HEADER + yaml.safe_dump(_portable(config), sort_keys=False))
     return run_dir, config
 
 
@@ -177,6 +177,16 @@ def refuse_launcher() -> None:
             "`textrl pipeline ...`, and train a round's policy on several processes with "
             "`torchrun --nproc_per_node N -m agents.cli train ...` instead"
         )
+
+
+def _portable(config: PipelineConfig) -> dict[str, Any]:
+    """``config.yaml``'s settings: local paths made absolute, so ``--config THIS_FILE`` (whose relative
+    paths are relative to the run directory) runs the same from any working directory."""
+    data = config.to_dict()
+    data["run_dir"] = os.path.abspath(config.run_dir)
+    if config.model is not None and Path(config.model).expanduser().exists():
+        data["model"] = os.path.abspath(Path(config.model).expanduser())
+    return data
 
 
 def run_pipeline(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import ClassVar, TypeVar, cast
 
 from rich.console import Console
 from transformers import HfArgumentParser
@@ -29,6 +29,9 @@ ConfigT = TypeVar("ConfigT")
 @dataclass
 class LabelConfig:
     """Flags of ``textrl label``."""
+
+    # Path settings, resolved against a --config file's folder by the textrl command.
+    PATHS: ClassVar[dict[str, str]] = {"db": "output", "pairs": "input"}
 
     db: str = field(
         metadata={"help": "SQLite file holding pairs and answers (created if missing; reuse it to resume)."}
@@ -56,6 +59,8 @@ class LabelConfig:
 @dataclass
 class ExportConfig:
     """Flags of ``textrl label export``."""
+
+    PATHS: ClassVar[dict[str, str]] = {"db": "input", "out": "output"}
 
     db: str = field(metadata={"help": "The SQLite file `textrl label` wrote."})
     out: str = field(metadata={"help": 'Preference JSONL to write, lines {"prompt", "chosen", "rejected"}.'})

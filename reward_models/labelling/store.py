@@ -10,7 +10,9 @@ Hand-out rules (:meth:`LabelStore.next_pair`): an annotator is never shown a pai
 one exception: it puts the undone pair back on screen); a pair is handed out until it has
 ``per_pair`` answers that are not skips; a pair on someone's screen (a lease of ``lease_seconds``,
 renewed whenever it is shown) counts as an answer in progress, so it goes to others only if it still
-needs more answers than are being given. When the only pairs left are on others' screens,
+needs more answers than are being given. That holds for the pair coming back too: an undone skip (a
+skip frees the pair for others) or a pair whose lease expired comes back only while others are not
+already giving it every answer it needs; otherwise it waits, and returns if they skip or leave it. When the only pairs left are on others' screens,
 :meth:`LabelStore.next_pair` returns None and :meth:`LabelStore.remaining_for` stays above zero:
 the page then waits and asks again.
 """
@@ -206,8 +208,9 @@ class LabelStore:
     def next_pair(self, annotator: str, per_pair: int = 1) -> Assignment | None:
         """The pair to show ``annotator`` now, or None when nothing is left for them (for now, if others hold the rest).
 
-        The pair already on their screen (or one they undid) comes back unchanged; otherwise a new
-        pair is drawn, its left/right order drawn at random and recorded.
+        The pair already on their screen (or one they undid) comes back unchanged, unless others are
+        now giving it all the answers it still needs; otherwise a new pair is drawn, its left/right
+        order drawn at random and recorded.
         """
         who = check_annotator(annotator)
         _check_per_pair(per_pair)
@@ -217,7 +220,7 @@ class LabelStore:
             row = conn.execute(
                 f"""SELECT s.id, p.id, p.prompt, p.a, p.b, s.shown_left FROM assignments s
                 JOIN pairs p ON p.id = s.pair_id
-                WHERE s.annotator = :who AND {_COUNTED} < :n AND NOT EXISTS
+                WHERE s.annotator = :who AND {_COUNTED} + {_LEASED} < :n AND NOT EXISTS
                     (SELECT 1 FROM answers x WHERE x.pair_id = s.pair_id AND x.annotator = s.annotator)
                 ORDER BY s.id LIMIT 1""",
                 params,

@@ -83,6 +83,22 @@ def test_logs_namespaced_keys_to_csv(tmp_path: Path) -> None:
     assert list(tmp_path.glob("events.out.tfevents*"))
 
 
+def test_a_resumed_run_appends_to_progress_csv(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    first = RLOO("LMPolicy", make_env(8), k=4, verbose=0, tensorboard_log=logs)
+    first.learn(8 * 6)
+    first.save(tmp_path / "ckpt")
+    with open(logs / "progress.csv") as f:
+        before = list(csv.DictReader(f))
+    resumed = RLOO.load(tmp_path / "ckpt", env=make_env(8), verbose=0, tensorboard_log=logs)
+    resumed.learn(8 * 6, reset_num_timesteps=False)
+    with open(logs / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert before and rows[: len(before)] == before and len(rows) > len(before)  # the first run's rows kept
+    steps = [int(row["step"]) for row in rows]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+
+
 def test_predict_single_and_batched_observations() -> None:
     agent = RLOO("LMPolicy", make_env(8), k=4, verbose=0)
     obs, _ = agent.env.reset(seed=0)

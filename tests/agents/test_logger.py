@@ -107,3 +107,65 @@ def test_record_mean_of_tensors_and_bad_formats(tmp_path: Path) -> None:
         Logger(tmp_path, formats=("xml",))
     with pytest.raises(ValueError, match="no folder was given"):
         make_output_formats(None, ("csv",))
+
+
+def test_a_row_is_one_write_of_a_whole_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = Logger(tmp_path, formats=("csv",))
+    logger.record("a/x", 1.0)
+    logger.dump(step=1)  # the header: a temp file swapped in
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", recording_write)
+    logger.record("a/x", 2.5)
+    logger.dump(step=2)
+    assert writes == [b"2,2.5\n"]  # unbuffered: nothing waits in a Python buffer for a kill to lose
+
+
+def test_a_fresh_run_starts_the_file_afresh(tmp_path: Path) -> None:
+    (tmp_path / "progress.csv").write_text("step,a/x\n1,1.0\n")
+    logger = Logger(tmp_path, formats=("csv",))
+    logger.record("a/x", 9.0)
+    logger.dump(step=5)
+    assert _rows(tmp_path / "progress.csv") == [{"step": "5", "a/x": "9.0"}]
+
+
+def test_a_continued_run_drops_a_half_written_last_row_and_appends(tmp_path: Path) -> None:
+    from agents.logger import PartialRowWarning
+
+    path = tmp_path / "progress.csv"
+    path.write_text("step,a/x\n1,1.0\n2,2.0\n3,3.")  # killed while writing row 3
+    logger = Logger(tmp_path, formats=("csv",))
+    logger.continue_files()
+    logger.record("a/x", 3.5)
+    with pytest.warns(PartialRowWarning, match=r"progress\.csv ends in a half-written row.*'3,3\.'"):
+        logger.dump(step=3)
+    logger.record("a/x", 4.0)
+    logger.record("a/y", 1.0)  # a new key: the header grows, every row kept
+    logger.dump(step=4)
+    assert _rows(path) == [
+        {"step": "1", "a/x": "1.0", "a/y": ""},
+        {"step": "2", "a/x": "2.0", "a/y": ""},
+        {"step": "3", "a/x": "3.5", "a/y": ""},
+        {"step": "4", "a/x": "4.0", "a/y": "1.0"},
+    ]
+    assert path.read_text().endswith("\n")
+
+
+@pytest.mark.parametrize("left", ["", "ste", "step,a/x\n"])
+def test_a_continued_run_on_an_empty_or_header_only_file(tmp_path: Path, left: str) -> None:
+    path = tmp_path / "progress.csv"
+    path.write_text(left)
+    logger = Logger(tmp_path, formats=("csv",))
+    logger.continue_files()
+    logger.record("a/x", 1.0)
+    if left == "ste":  # even the header was cut: nothing of it is kept
+        with pytest.warns(UserWarning, match="half-written row"):
+            logger.dump(step=1)
+    else:
+        logger.dump(step=1)
+    assert path.read_text() == "step,a/x\n1,1.0\n"

@@ -1,14 +1,17 @@
-"""SIGKILL while textrl writes a checkpoint, a reward model or a preference file: the previous one stays loadable.
+"""SIGKILL while textrl writes a checkpoint, a reward model, a preference file or progress.csv: nothing is lost.
 
 A child process writes version 1, then starts writing version 2 with a writer patched to stall at
 a chosen point (half a file written; every file written but not yet renamed; between the two
 renames that replace a directory), says READY, and is killed with SIGKILL. The parent then loads
-the path and must find version 1, intact.
+the path and must find version 1, intact. ``progress.csv`` is appended to, not replaced: there the
+kill cuts a row in half, and a resumed run must drop that row (with a warning) and append cleanly.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from agents import REINFORCE
+from agents.logger import Logger, PartialRowWarning
 from reward_models import LearnedRewardModel, read_preferences
 from tests.agents.test_ppo import make_env
 
@@ -149,3 +153,34 @@ def test_a_preference_file_survives_sigkill_during_an_append(tmp_path: Path) -> 
     run_and_kill(script)
     pairs = read_preferences(path)
     assert [p.prompt for p in pairs] == ["p", "q"]
+
+
+def test_progress_csv_survives_sigkill_mid_row_and_a_resumed_run_appends(tmp_path: Path) -> None:
+    script = PRELUDE.format(repo=str(REPO)) + textwrap.dedent(f"""
+        from agents.logger import Logger
+        logger = Logger({str(tmp_path)!r}, formats=("csv",))
+        for step in (1, 2):
+            logger.record("train/loss", step / 4)
+            logger.dump(step=step)
+        real_write = os.write
+        def stalled_write(fd, data):
+            real_write(fd, bytes(data)[: len(data) // 2])  # half the row reaches the file
+            ready()
+        os.write = stalled_write
+        logger.record("train/loss", 0.123456789)
+        logger.dump(step=3)
+    """)
+    run_and_kill(script)
+    path = tmp_path / "progress.csv"
+    assert not path.read_text().endswith("\n")  # the kill did cut a row
+    resumed = Logger(tmp_path, formats=("csv",))
+    resumed.continue_files()
+    resumed.record("train/loss", 0.75)
+    with pytest.warns(PartialRowWarning, match=re.escape(str(path))):
+        resumed.dump(step=3)
+    with path.open(newline="") as f:
+        assert list(csv.DictReader(f)) == [
+            {"step": "1", "train/loss": "0.25"},
+            {"step": "2", "train/loss": "0.5"},
+            {"step": "3", "train/loss": "0.75"},
+        ]

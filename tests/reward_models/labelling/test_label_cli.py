@@ -1,5 +1,6 @@
 """``textrl label`` through ``reward_models.labelling.cli.main`` and ``python -m reward_models.labelling``."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def test_flags_come_from_the_config_dataclasses(capsys):
     assert main(["export", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--out" in text and "Replace --out if it exists" in text
-    assert {f for f in LabelConfig.__dataclass_fields__} >= {
+    assert {f.name for f in dataclasses.fields(LabelConfig)} >= {
         "pairs",
         "db",
         "host",
@@ -27,7 +28,7 @@ def test_flags_come_from_the_config_dataclasses(capsys):
         "per_pair",
         "token",
     }
-    assert set(ExportConfig.__dataclass_fields__) == {"db", "out", "overwrite"}
+    assert {f.name for f in dataclasses.fields(ExportConfig)} == {"db", "out", "overwrite"}
     assert main(["--db"]) == 2  # argparse's own error, as an exit status
 
 
