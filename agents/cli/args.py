@@ -30,11 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents.cli.config_types import check_config_value, field_types
 from agents.cli.paths import path_kinds, resolve_config_paths, resolve_path
 
 # The namespace attributes that list the dests generated from dataclass fields, and their path kinds.
 _FIELDS_ATTR = "_dataclass_fields"
 _PATHS_ATTR = "_dataclass_paths"
+_HINTS_ATTR = "_dataclass_hints"
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
@@ -87,6 +89,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, *dataclass_types: t
         known.add("config")
     fields: dict[str, Any] = dict(parser.get_default(_FIELDS_ATTR) or {})  # dest -> its argparse type
     paths: dict[str, str] = dict(parser.get_default(_PATHS_ATTR) or {})  # dest -> its path kind
+    hints: dict[str, Any] = dict(parser.get_default(_HINTS_ATTR) or {})  # dest -> its field's annotation
     for dtype in dataclass_types:
         if not (isinstance(dtype, type) and dataclasses.is_dataclass(dtype)):
             raise TypeError(f"add_dataclass_arguments() takes dataclass types, got {dtype!r}")
@@ -106,8 +109,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, *dataclass_types: t
             fields.setdefault(action.dest, action.type)
         for name, kind in path_kinds([dtype]).items():
             paths.setdefault(name, kind)
+        for name, hint in field_types([dtype]).items():
+            hints.setdefault(name, hint)
         known |= set(fields)
-    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths})
+    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths, _HINTS_ATTR: hints})
 
 
 def add_positional(
@@ -131,7 +136,9 @@ def add_positional(
     paths = dict(parser.get_default(_PATHS_ATTR) or {})
     if name in (kinds := path_kinds([dtype])):
         paths[name] = kinds[name]
-    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths})
+    hints = dict(parser.get_default(_HINTS_ATTR) or {})
+    hints[name] = field_types([dtype])[name]
+    parser.set_defaults(**{_FIELDS_ATTR: fields, _PATHS_ATTR: paths, _HINTS_ATTR: hints})
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -210,7 +217,11 @@ def peek_setting(args: argparse.Namespace, name: str, default: Any) -> Any:
     if config is not None:
         from_file = load_config_file(config)
         if name in from_file:
-            value = _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), f"--config {config}")
+            where = f"--config {config}"
+            value = _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), where)
+            hint = getattr(args, _HINTS_ATTR, {}).get(name)
+            if hint is not None:  # the checks parse_dataclasses makes later, before the value is used
+                value = check_config_value(name, value, hint, where)
             kind = getattr(args, _PATHS_ATTR, {}).get(name)
             return value if kind is None else resolve_path(name, value, kind, config)
     return default
@@ -223,8 +234,10 @@ def _coerce(name: str, value: Any, types: Mapping[str, Any], where: str) -> Any:
         return value
     try:
         return convert(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {name}={value!r} is not a valid value ({err})") from err
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+        expected = {int: "an integer", float: "a number"}.get(convert)
+        why = f"expected {expected}" if expected else f"({err})"  # int()'s own words name no setting
+        raise ValueError(f"{where}: {name}={value!r} is not a valid value; {why}") from err
 
 
 def _unknown(name: str, valid: set[str], where: str, owners: str) -> ValueError:
@@ -260,11 +273,13 @@ def parse_dataclasses(
     config = getattr(args, "config", None)
     if config is not None:
         types = getattr(args, _FIELDS_ATTR, {})
+        hints = field_types(dataclass_types)
         from_file = load_config_file(config)
         for name, value in from_file.items():
             if name not in valid:
                 raise _unknown(name, valid, f"--config {config}: key", owners)
-            from_file[name] = _coerce(name, value, types, f"--config {config}")
+            value = _coerce(name, value, types, f"--config {config}")
+            from_file[name] = check_config_value(name, value, hints[name], f"--config {config}")
         # A flag typed on the command line wins, so a config path it replaces is not checked.
         typed = given_settings(args)
         kept = {name: value for name, value in from_file.items() if name not in typed}

@@ -104,7 +104,8 @@ class LabelStore:
         clock: returns Unix time (tests pass a fake one).
 
     Raises:
-        ValueError: the file holds a database of another schema version, or ``lease_seconds`` < 0.
+        ValueError: the file holds a database of another schema version, is not an SQLite database
+            or cannot be opened (a folder, a missing folder), or ``lease_seconds`` < 0.
     """
 
     def __init__(
@@ -142,6 +143,15 @@ class LabelStore:
             conn.close()
 
     def _create_schema(self) -> None:
+        try:
+            self._create_schema_once()
+        except sqlite3.DatabaseError as err:  # a folder, a missing folder, no permission, not a database
+            raise ValueError(
+                f"cannot use {self.path} as the labelling database ({err}); pass a --db file that is an SQLite "
+                "database textrl wrote, or a new file in a folder you can write to"
+            ) from err
+
+    def _create_schema_once(self) -> None:
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode = WAL")  # stored in the file; later connections inherit it

@@ -84,6 +84,48 @@ def test_bad_config_files(tmp_path: Path, text: str, suffix: str, match: str) ->
         parse_dataclasses(parser_for(Settings).parse_args(["--config", str(file)]), Settings)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Found by tests/reliability/test_fuzz_cli.py: each reached the user in Python's own words.
+        ("steps: 1e30\n", "steps='1e30' is not a valid value; expected an integer"),  # int()'s words before
+        ("fast: maybe\n", "fast='maybe' is not a valid value"),  # argparse.ArgumentTypeError: a traceback
+        ("steps: null\n", r"steps is null \(empty\); expected an integer; leave the key out"),
+        ("steps: [1, 2]\n", r"steps is list \(\[1, 2\]\); expected an integer"),
+        ("rate: {a: 1}\n", "rate is dict .*; expected a number"),
+        ("fast: 3\n", r"fast is int \(3\); expected true or false"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_the_key_and_the_type(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text(text)
+    with pytest.raises(ValueError, match=f"--config {file}: {message}"):
+        parse_dataclasses(parser_for(Settings).parse_args(["--config", str(file)]), Settings)
+
+
+def test_config_values_yaml_typed_too_eagerly_are_taken(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("name: 12345678\nrate: 2\n")  # text read as a number; an integer for a float
+    (settings,) = parse_dataclasses(parser_for(Settings).parse_args(["--config", str(file)]), Settings)
+    assert (settings.name, settings.rate) == ("12345678", 2)
+    file.write_text("name: null\n")  # None is the default of an optional setting: fine
+    assert parse_dataclasses(parser_for(Settings).parse_args(["--config", str(file)]), Settings) == (
+        Settings(),
+    )
+
+
+def test_a_peeked_setting_is_checked_before_it_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `textrl train` peeks at env before parsing; `env: [1]` used to fail with "unhashable type: 'list'".
+    file = tmp_path / "c.yaml"
+    file.write_text("env: [1]\n")
+    assert main(["train", "--config", str(file)]) == 2
+    assert "env is list ([1]); expected a string" in " ".join(capsys.readouterr().err.split())
+
+
 def test_shared_fields_share_one_flag_and_foreign_flags_are_refused() -> None:
     parser = parser_for(RLOOConfig, PPOConfig)
     (rloo,) = parse_dataclasses(parser.parse_args(["--learning_rate", "0.001", "--k", "8"]), RLOOConfig)

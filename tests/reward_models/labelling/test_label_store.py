@@ -184,3 +184,17 @@ def test_progress_can_be_restricted_to_some_pairs(store):
     assert (part.pairs, part.answers, part.target, part.done) == (2, 4, 4, True)
     with pytest.raises(ValueError, match="per_pair=0"):
         store.progress(per_pair=0)
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing folder", "not a database"])
+def test_a_path_that_cannot_be_a_database_is_a_clear_error(tmp_path, kind):
+    # Found by tests/reliability/test_fuzz_cli.py: `textrl label --db /` ended in sqlite3's traceback.
+    path = {
+        "folder": tmp_path,
+        "missing folder": tmp_path / "nope" / "labels.sqlite",
+        "not a database": tmp_path / "notes.txt",
+    }[kind]
+    if kind == "not a database":
+        path.write_text("plain text, not SQLite\n" * 100)
+    with pytest.raises(ValueError, match=f"cannot use {path} as the labelling database"):
+        LabelStore(path)
