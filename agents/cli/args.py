@@ -220,9 +220,11 @@ def peek_setting(args: argparse.Namespace, name: str, default: Any) -> Any:
             where = f"--config {config}"
             value = _coerce(name, from_file[name], getattr(args, _FIELDS_ATTR, {}), where)
             hint = getattr(args, _HINTS_ATTR, {}).get(name)
-            if hint is not None:  # the checks parse_dataclasses makes later, before the value is used
-                value = check_config_value(name, value, hint, where)
             kind = getattr(args, _PATHS_ATTR, {}).get(name)
+            # The checks parse_dataclasses makes later, before the value is used (a path's own check
+            # says more about a value that is not one).
+            if hint is not None and (kind is None or value is None):
+                value = check_config_value(name, value, hint, where)
             return value if kind is None else resolve_path(name, value, kind, config)
     return default
 
@@ -275,15 +277,18 @@ def parse_dataclasses(
         types = getattr(args, _FIELDS_ATTR, {})
         hints = field_types(dataclass_types)
         from_file = load_config_file(config)
+        kinds = path_kinds(dataclass_types)
         for name, value in from_file.items():
             if name not in valid:
                 raise _unknown(name, valid, f"--config {config}: key", owners)
             value = _coerce(name, value, types, f"--config {config}")
-            from_file[name] = check_config_value(name, value, hints[name], f"--config {config}")
+            if name not in kinds or value is None:  # a path's own check says more (resolve_config_paths)
+                value = check_config_value(name, value, hints[name], f"--config {config}")
+            from_file[name] = value
         # A flag typed on the command line wins, so a config path it replaces is not checked.
         typed = given_settings(args)
         kept = {name: value for name, value in from_file.items() if name not in typed}
-        merged.update(resolve_config_paths(kept, path_kinds(dataclass_types), config))
+        merged.update(resolve_config_paths(kept, kinds, config))
     for name, value in given_settings(args).items():
         if name not in valid:
             raise _unknown(name, valid, "flag", owners)
