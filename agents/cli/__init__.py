@@ -109,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rich.markup import escape
 
         return _fail(escape(str(err)))
+    except RuntimeError as err:
+        from agents.distributed import RankFailure
+
+        if debug or not isinstance(err, RankFailure):
+            raise
+        from rich.markup import escape
+
+        return _fail(escape(str(err)))  # another rank's error, which that rank printed in full
 
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]

@@ -14,6 +14,7 @@ from torch import nn
 from agents.pipeline.config import PipelineConfig
 from agents.pipeline.control import GracefulInterrupt
 from agents.pipeline.data import progress_bar
+from agents.pipeline.ranks import Ranks
 from agents.pipeline.rundir import MetricsLog, RunDirectory
 from reward_models import RewardModel
 
@@ -30,6 +31,7 @@ class RunContext:
         show_progress: draw progress bars.
         gold: the gold scorer (VADER sentiment on the default task); None when there is none.
         interrupt: turns Ctrl-C during RL into a clean stop.
+        ranks: this process's part of a run launched on several processes (all of it, alone).
     """
 
     config: PipelineConfig
@@ -39,6 +41,7 @@ class RunContext:
     show_progress: bool
     gold: RewardModel | None
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
+    ranks: Ranks = field(default_factory=Ranks)
     stage: str = ""  # the stage in progress, for state.json and messages
 
     def progress(self) -> Progress:

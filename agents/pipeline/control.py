@@ -25,6 +25,8 @@ from rich.console import Console
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, filter_excluded_keys
 
+from agents import distributed
+
 
 class PipelineInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the run after writing a checkpoint; ``--resume`` continues it."""
@@ -45,6 +47,10 @@ class GracefulInterrupt:
             self.console.print(
                 "[yellow]Ctrl-C: saving a checkpoint after this RL iteration (again to abort)[/]"
             )
+
+    def requested_anywhere(self) -> bool:
+        """Whether Ctrl-C reached this process, or under a launcher any rank (call it on every rank)."""
+        return bool(distributed.max_int(int(self.requested)))
 
     @contextmanager
     def active(self) -> Iterator[GracefulInterrupt]:
@@ -69,7 +75,8 @@ class SaveOnInterrupt(BaseCallback):
         self.saved = False
 
     def _on_rollout_start(self) -> None:
-        if self.interrupt.requested and not self.saved:
+        # Agreed over the ranks: a signal reaches them at different moments, and they save together.
+        if not self.saved and self.interrupt.requested_anywhere():
             self.model.save(self.path)  # type: ignore[attr-defined]  # a textrl agent
             self.saved = True
 

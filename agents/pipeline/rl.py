@@ -4,6 +4,10 @@ One agent runs through the whole loop: round 1 builds it on the SFT model, each 
 the previous round's checkpoint (policy, optimizer, adaptive KL coefficient, RNG states, counters)
 onto an env with the new reward model and trains ``rl_timesteps`` more. An interrupted round
 continues from ``rl_partial/`` the same way, with ``learn(reset_num_timesteps=False)``.
+
+Under a launcher every rank runs this stage as one data-parallel agent (each rank ``num_envs``
+rows of the global batch; ``rl_timesteps`` counts the global batch's timesteps); rank 0 alone
+writes ``rl.json``, the checkpoints, metrics and TensorBoard.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import statistics
 import time
 from typing import Any
 
+import torch
+
+from agents import distributed
 from agents.base import BaseAlgorithm
 from agents.callbacks import ProgressBarCallback
 from agents.evaluation import sample_completions
@@ -42,6 +49,9 @@ def build_agent(run: RunContext, round_: int, reward: RewardModel) -> BaseAlgori
     else:
         policy, kwargs = agent_settings(config)
         agent = algo(policy, env, seed=config.seed, verbose=0, **kwargs)
+    if not run.ranks.is_main:  # rank 0 logs for the whole run
+        agent.logger = Logger(None, formats=(), quiet=True)
+        return agent
     # TensorBoard events, and each iteration's statistics as an "rl" event of metrics.jsonl.
     agent.logger = Logger(run.dir.tensorboard, formats=("tensorboard",), quiet=True)
     agent.logger.output_formats.append(MetricsWriter(run.metrics.log, round_))
@@ -59,9 +69,13 @@ def divergence_check(
     prompts = heldout_prompts()
 
     def measure() -> tuple[float, float]:
-        done = sample_completions(env, prompts, config.early_stop_samples, seed=run.seed("early-stop", 0))
+        # Under a launcher each rank samples its own stream and the means are averaged, so every
+        # rank sees the same figures (and so takes the same decision).
+        seed = distributed.rank_seed(run.seed("early-stop", 0))
+        done = sample_completions(env, prompts, config.early_stop_samples, seed=seed)
         gold_mean = statistics.fmean(compute_rewards(gold, done.prompts, done.completions).tolist())
-        return gold_mean, float(done.scores.mean())
+        means = distributed.all_reduce_mean(torch.tensor([gold_mean, float(done.scores.mean())]))
+        return float(means[0]), float(means[1])
 
     return GoldProxyDivergence(measure, config.early_stop_check_every, config.early_stop_tolerance)
 
@@ -81,10 +95,12 @@ def train_policy(run: RunContext, round_: int, reward: RewardModel) -> dict[str,
     )
     if checkpoint.is_dir():
         return read_json(info_file)
+    main = run.ranks.is_main
     agent = build_agent(run, round_, reward)
     info = read_json(info_file) if partial.is_dir() else {"start_timesteps": agent.num_timesteps}
     info.setdefault("target_timesteps", info["start_timesteps"] + run.config.rl_timesteps)
-    write_json_atomic(info_file, info)
+    if main:
+        write_json_atomic(info_file, info)
     save = SaveOnInterrupt(run.interrupt, partial)
     early = divergence_check(run, agent, reward)
     callbacks = [save, ProgressBarCallback(run.console, f"round {round_}: RL ({run.config.agent})")]
@@ -103,9 +119,10 @@ def train_policy(run: RunContext, round_: int, reward: RewardModel) -> dict[str,
             "kl_coef": agent.kl_controller.value,
         }
         agent.save(checkpoint)  # inside the handler: a Ctrl-C now cannot cut the finished round short
-        write_json_atomic(info_file, info)
-        shutil.rmtree(partial, ignore_errors=True)
-    if run.interrupt.requested:
+        if main:
+            write_json_atomic(info_file, info)
+            shutil.rmtree(partial, ignore_errors=True)
+    if run.interrupt.requested_anywhere():
         raise PipelineInterrupted(f"stopped after the RL of round {round_}")
     return info
 

@@ -83,10 +83,15 @@ class MetricsLog:
 
     The whole file is rewritten atomically on each append (it stays small: a line per stage and
     per RL iteration), so a resumed stage that logs again never duplicates a line.
+
+    Args:
+        path: the file.
+        write: False keeps the events in memory only (the ranks of a distributed run other than 0).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write: bool = True) -> None:
         self.path = path
+        self.write = write
         self.records: list[dict[str, Any]] = read_jsonl(path) if path.is_file() else []
 
     @staticmethod
@@ -97,7 +102,8 @@ class MetricsLog:
         record = {"event": event, "round": round_, "step": step, "time": round(time.time(), 3), **values}
         key = self._key(record)
         self.records = [r for r in self.records if self._key(r) != key] + [record]
-        write_jsonl_atomic(self.path, self.records)
+        if self.write:
+            write_jsonl_atomic(self.path, self.records)
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("event") == event]

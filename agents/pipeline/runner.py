@@ -5,6 +5,9 @@ of responses from the current policy on fresh prompts, has them labelled, retrai
 model on all pairs so far, runs RL against it with a KL penalty to the SFT model, and evaluates
 the policy on held-out prompts: gold score (the simulated annotator's scorer), proxy score (the
 learned reward model) and KL to the SFT model, side by side, so reward over-optimisation shows.
+
+Under ``torchrun`` rank 0 runs every stage but the RL, the other ranks waiting, and every rank
+runs the RL (:mod:`agents.pipeline.ranks`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from agents.pipeline.control import GracefulInterrupt
 from agents.pipeline.data import generate_demonstrations
 from agents.pipeline.evaluate import evaluate_model
 from agents.pipeline.feedback import label_pairs, sample_pairs, train_round_reward_model
+from agents.pipeline.ranks import Ranks
 from agents.pipeline.rl import train_policy
 from agents.pipeline.rundir import (
     MetricsLog,
@@ -54,6 +58,8 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> PipelineConfig:
 
 def _begin(run: RunContext, stage: str) -> None:
     run.stage = stage
+    if not run.ranks.is_main:
+        return
     run.dir.set_state("running", stage)
     run.console.rule(f"[bold]{stage}")
 
@@ -129,20 +135,30 @@ def evaluate_round(
 
 
 def feedback_round(run: RunContext, round_: int) -> None:
-    """One round: pairs, labels, reward model, RL, evaluation (each skipped when already done)."""
-    _begin(run, f"round {round_}: pairs and labels")
-    previous = run.load_causal_lm(run.dir.policy_model(round_ - 1))
-    pairs = sample_pairs(run, round_, previous)
-    del previous
-    label_pairs(run, round_, pairs)
-    _begin(run, f"round {round_}: reward model")
-    reward, rm = train_round_reward_model(run, round_)
-    run.metrics.log("reward_model", round_, **rm)
+    """One round: pairs, labels, reward model, RL, evaluation (each skipped when already done).
+
+    Under a launcher rank 0 makes the pairs, labels and reward model, then every rank loads the
+    reward model and trains the policy together, then rank 0 evaluates.
+    """
+
+    def feedback() -> tuple[RewardModel, dict[str, Any]]:
+        _begin(run, f"round {round_}: pairs and labels")
+        previous = run.load_causal_lm(run.dir.policy_model(round_ - 1))
+        pairs = sample_pairs(run, round_, previous)
+        del previous
+        label_pairs(run, round_, pairs)
+        _begin(run, f"round {round_}: reward model")
+        made = train_round_reward_model(run, round_)
+        run.metrics.log("reward_model", round_, **made[1])
+        return made
+
+    made = run.ranks.on_main(feedback, f"round {round_}'s pairs, labels and reward model")
+    reward, rm = made if made is not None else train_round_reward_model(run, round_)  # rank 0's files
     _begin(run, f"round {round_}: RL")
     rl = train_policy(run, round_, reward)
     run.metrics.log("rl_done", round_, **{k: v for k, v in rl.items() if k != "early_stop_checks"})
     _begin(run, f"round {round_}: evaluation")
-    evaluate_round(run, round_, reward, rm, rl)
+    run.ranks.on_main(lambda: evaluate_round(run, round_, reward, rm, rl), f"round {round_}'s evaluation")
 
 
 def _start(config: PipelineConfig, resume: bool, overwrite: bool) -> tuple[RunDirectory, PipelineConfig]:
@@ -163,22 +179,6 @@ def _start(config: PipelineConfig, resume: bool, overwrite: bool) -> tuple[RunDi
     return run_dir, config
 
 
-def refuse_launcher() -> None:
-    """Stop before anything is written when started by ``torchrun`` with more than one process.
-
-    Every rank would run every stage into the same run directory. Until the stages are split
-    (rank 0 the data, labelling, reward model and evaluation; every rank the RL), the loop runs
-    as one process; its RL stage alone scales out as ``textrl train`` under the launcher.
-    """
-    if distributed.launched():
-        raise ValueError(
-            f"textrl pipeline runs as one process, but this one was launched as one of WORLD_SIZE="
-            f"{os.environ.get('WORLD_SIZE')} ranks (torchrun / accelerate launch); run it with plain "
-            "`textrl pipeline ...`, and train a round's policy on several processes with "
-            "`torchrun --nproc_per_node N -m agents.cli train ...` instead"
-        )
-
-
 def _portable(config: PipelineConfig) -> dict[str, Any]:
     """``config.yaml``'s settings: local paths made absolute, so ``--config THIS_FILE`` (whose relative
     paths are relative to the run directory) runs the same from any working directory."""
@@ -187,6 +187,13 @@ def _portable(config: PipelineConfig) -> dict[str, Any]:
     if config.model is not None and Path(config.model).expanduser().exists():
         data["model"] = os.path.abspath(Path(config.model).expanduser())
     return data
+
+
+def _on_this_rank(config: PipelineConfig, ranks: Ranks) -> PipelineConfig:
+    """The settings this process runs with: under a launcher, ``cuda`` is this rank's own GPU."""
+    if ranks.enabled and config.device == "cuda":
+        return dataclasses.replace(config, device=str(distributed.local_device("cuda")))
+    return config
 
 
 def run_pipeline(
@@ -216,37 +223,50 @@ def run_pipeline(
     """
     from agents.pipeline.plots import make_plots
 
-    refuse_launcher()
+    ranks = Ranks()
+    if not ranks.is_main:  # rank 0 speaks for the run
+        console, progress = Console(quiet=True), False
     console = console or Console()
-    run_dir, config = _start(config or PipelineConfig(), resume, overwrite)
+    given = config or PipelineConfig()
+    started = ranks.on_main(lambda: _start(given, resume, overwrite), "the run directory's set-up")
+    if started is None:  # another rank: the settings rank 0 resolved and wrote
+        run_dir = RunDirectory(given.run_dir)
+        config = dataclasses.replace(load_run_config(run_dir.root), run_dir=given.run_dir)
+    else:
+        run_dir, config = started
     run = RunContext(
-        config,
+        _on_this_rank(config, ranks),
         run_dir,
-        MetricsLog(run_dir.metrics_file),
+        MetricsLog(run_dir.metrics_file, write=ranks.is_main),
         console,
         progress,
         SentimentReward(),
         GracefulInterrupt(console),
+        ranks,
     )
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
         _begin(run, "round 0: SFT")
-        sft_stage(run)
+        ranks.on_main(lambda: sft_stage(run), "round 0's demonstrations, SFT and evaluation")
         for round_ in range(1, config.rounds + 1):
             feedback_round(run, round_)
     except KeyboardInterrupt:
-        run_dir.set_state("interrupted", run.stage)
+        if ranks.is_main:
+            run_dir.set_state("interrupted", run.stage)
         console.print(
             f"[yellow]Interrupted during {run.stage}.[/] Continue with: textrl pipeline --run_dir {run_dir.root} --resume"
         )
         raise
     except Exception as err:
-        run_dir.set_state("failed", run.stage, error=f"{type(err).__name__}: {err}")
+        if ranks.is_main:
+            run_dir.set_state("failed", run.stage, error=f"{type(err).__name__}: {err}")
         raise
     finally:
         torch.set_num_threads(threads)
+    if not ranks.is_main:
+        return run_dir.root
     summary = write_summary(run_dir, config.to_dict(), "complete")
     make_plots(run_dir.root)
     run_dir.set_state("complete")

@@ -88,23 +88,3 @@ def test_a_used_run_directory_is_an_error_naming_the_fix(
     assert "already holds a run" in capsys.readouterr().err
     assert main(["pipeline", "--run_dir", str(tmp_path / "none"), "--resume"]) == 2
     assert main(["plot", str(tmp_path)]) == 2
-
-
-def test_under_a_launcher_the_pipeline_stops_before_writing_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two ranks would both run every stage into one run directory: refused, with the way to scale RL."""
-    launch = {
-        "WORLD_SIZE": "2",
-        "RANK": "1",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "1",
-    }
-    for name, value in launch.items():
-        monkeypatch.setenv(name, value)
-    run_dir = tmp_path / "run"
-    assert main(["pipeline", "--run_dir", str(run_dir)]) == 2
-    err = capsys.readouterr().err
-    assert "runs as one process" in err and "WORLD_SIZE=2" in err and "-m agents.cli train" in err
-    assert not run_dir.exists()
