@@ -131,12 +131,29 @@ def _label_agreement(run: RunContext, pairs: list[Pair], labels: dict[str, Choic
     return statistics.fmean(agree) if agree else None
 
 
+def load_round_reward_model(run: RunContext, round_: int) -> tuple[LearnedRewardModel, dict[str, Any]]:
+    """The reward model and figures round ``round_`` wrote (what the ranks other than 0 use).
+
+    Raises:
+        FileNotFoundError: they are not there (or not visible from this machine).
+    """
+    folder = run.dir.round(round_)
+    out, info_file = folder / "reward_model", folder / "rm.json"
+    if not (out.is_dir() and info_file.is_file()):
+        raise FileNotFoundError(
+            f"round {round_}'s reward model ({out} and {info_file.name}) is not there; under a launcher rank 0 "
+            "writes it, and every rank must see the same run directory (on several machines, put --run_dir "
+            "on a filesystem they share)"
+        )
+    return LearnedRewardModel(out, device=run.config.device), read_json(info_file)
+
+
 def train_round_reward_model(run: RunContext, round_: int) -> tuple[LearnedRewardModel, dict[str, Any]]:
     """Retrain the reward model on every labelled pair so far; returns it and its figures (``rm.json``)."""
     folder = run.dir.round(round_)
     out, info_file = folder / "reward_model", folder / "rm.json"
     if out.is_dir() and info_file.is_file():
-        return LearnedRewardModel(out, device=run.config.device), read_json(info_file)
+        return load_round_reward_model(run, round_)
     train: list[PreferencePair] = []
     for r in range(1, round_ + 1):
         pairs, labels = labelled_pairs(run, r)
@@ -170,4 +187,10 @@ def train_round_reward_model(run: RunContext, round_: int) -> tuple[LearnedRewar
     return reward, info
 
 
-__all__ = ["label_pairs", "reward_backbone", "sample_pairs", "train_round_reward_model"]
+__all__ = [
+    "label_pairs",
+    "load_round_reward_model",
+    "reward_backbone",
+    "sample_pairs",
+    "train_round_reward_model",
+]

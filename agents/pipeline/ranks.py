@@ -77,6 +77,19 @@ class Ranks:
             )
         return result
 
+    def from_main(self, *values: int) -> list[int]:
+        """Rank 0's ``values`` on every rank (call it on every rank at the same point).
+
+        What rank 0 sees on disk decides for all: on several machines another rank's view of the
+        shared run directory may lag behind (NFS caches), and ranks that took different paths
+        would no longer meet in the same collectives.
+        """
+        if not self.enabled:
+            return [int(v) for v in values]
+        data = torch.tensor([int(v) for v in values], dtype=torch.long)
+        dist.broadcast(data, src=0, group=self._group)
+        return [int(v) for v in data.tolist()]
+
     @staticmethod
     def _describe(error: BaseException | None) -> str:
         if error is None:

@@ -32,8 +32,8 @@ from agents.pipeline.rundir import read_json, write_json_atomic
 from reward_models import RewardModel, compute_rewards
 
 
-def build_agent(run: RunContext, round_: int, reward: RewardModel) -> BaseAlgorithm:
-    """The round's agent: resumed from ``rl_partial/``, else the previous round's, else a fresh one."""
+def build_agent(run: RunContext, round_: int, reward: RewardModel, resumed: bool) -> BaseAlgorithm:
+    """The round's agent: resumed from ``rl_partial/`` (``resumed``), else the previous round's, else a fresh one."""
     from agents.train import ALGORITHMS
 
     config = run.config
@@ -42,7 +42,7 @@ def build_agent(run: RunContext, round_: int, reward: RewardModel) -> BaseAlgori
     env = sampling_env(model, run.tokenizer, reward, run.sft_model, config, config.num_envs or 16)
     partial = run.dir.round(round_) / "rl_partial"
     previous = run.dir.policy_checkpoint(round_ - 1)
-    if partial.is_dir():
+    if resumed:
         agent = algo.load(partial, env=env, verbose=0)
     elif round_ > 1:
         agent = algo.load(previous, env=env, verbose=0)
@@ -72,9 +72,15 @@ def divergence_check(
         # Under a launcher each rank samples its own stream and the means are averaged, so every
         # rank sees the same figures (and so takes the same decision).
         seed = distributed.rank_seed(run.seed("early-stop", 0))
-        done = sample_completions(env, prompts, config.early_stop_samples, seed=seed)
-        gold_mean = statistics.fmean(compute_rewards(gold, done.prompts, done.completions).tolist())
-        means = distributed.all_reduce_mean(torch.tensor([gold_mean, float(done.scores.mean())]))
+        error, means = None, torch.zeros(2)
+        try:
+            done = sample_completions(env, prompts, config.early_stop_samples, seed=seed)
+            gold_mean = statistics.fmean(compute_rewards(gold, done.prompts, done.completions).tolist())
+            means = torch.tensor([gold_mean, float(done.scores.mean())])
+        except Exception as exc:  # every rank fails with it, rather than one waiting in the all-reduce
+            error = exc
+        distributed.agree(error, phase="gold-vs-proxy check")
+        means = distributed.all_reduce_mean(means)
         return float(means[0]), float(means[1])
 
     return GoldProxyDivergence(measure, config.early_stop_check_every, config.early_stop_tolerance)
@@ -93,14 +99,15 @@ def train_policy(run: RunContext, round_: int, reward: RewardModel) -> dict[str,
         folder / "rl.json",
         folder / "rl_partial",
     )
-    if checkpoint.is_dir():
-        return read_json(info_file)
     main = run.ranks.is_main
-    agent = build_agent(run, round_, reward)
-    info = read_json(info_file) if partial.is_dir() else {"start_timesteps": agent.num_timesteps}
+    finished, resumed = map(bool, run.ranks.from_main(checkpoint.is_dir(), partial.is_dir()))
+    if finished:  # the record is rank 0's to read and report; the other ranks only move on
+        return read_json(info_file) if main else {}
+    agent = build_agent(run, round_, reward, resumed)
+    info = read_json(info_file) if resumed and main else {"start_timesteps": agent.num_timesteps}
     info.setdefault("target_timesteps", info["start_timesteps"] + run.config.rl_timesteps)
-    if main:
-        write_json_atomic(info_file, info)
+    (info["target_timesteps"],) = run.ranks.from_main(info["target_timesteps"])
+    agent.parallel.on_main(lambda: write_json_atomic(info_file, info), phase="rl.json")
     save = SaveOnInterrupt(run.interrupt, partial)
     early = divergence_check(run, agent, reward)
     callbacks = [save, ProgressBarCallback(run.console, f"round {round_}: RL ({run.config.agent})")]
@@ -119,9 +126,12 @@ def train_policy(run: RunContext, round_: int, reward: RewardModel) -> dict[str,
             "kl_coef": agent.kl_controller.value,
         }
         agent.save(checkpoint)  # inside the handler: a Ctrl-C now cannot cut the finished round short
-        if main:
+
+        def record() -> None:
             write_json_atomic(info_file, info)
             shutil.rmtree(partial, ignore_errors=True)
+
+        agent.parallel.on_main(record, phase="rl.json")
     if run.interrupt.requested_anywhere():
         raise PipelineInterrupted(f"stopped after the RL of round {round_}")
     return info

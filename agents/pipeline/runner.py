@@ -29,7 +29,12 @@ from agents.pipeline.context import RunContext
 from agents.pipeline.control import GracefulInterrupt
 from agents.pipeline.data import generate_demonstrations
 from agents.pipeline.evaluate import evaluate_model
-from agents.pipeline.feedback import label_pairs, sample_pairs, train_round_reward_model
+from agents.pipeline.feedback import (
+    label_pairs,
+    load_round_reward_model,
+    sample_pairs,
+    train_round_reward_model,
+)
 from agents.pipeline.ranks import Ranks
 from agents.pipeline.rl import train_policy
 from agents.pipeline.rundir import (
@@ -153,7 +158,7 @@ def feedback_round(run: RunContext, round_: int) -> None:
         return made
 
     made = run.ranks.on_main(feedback, f"round {round_}'s pairs, labels and reward model")
-    reward, rm = made if made is not None else train_round_reward_model(run, round_)  # rank 0's files
+    reward, rm = made if made is not None else load_round_reward_model(run, round_)  # rank 0's files
     _begin(run, f"round {round_}: RL")
     rl = train_policy(run, round_, reward)
     run.metrics.log("rl_done", round_, **{k: v for k, v in rl.items() if k != "early_stop_checks"})

@@ -68,9 +68,16 @@ def _finish(started: list[tuple[subprocess.Popen, IO[str]]], timeout: float, wha
             hung = True
             break
     if hung:
+        # SIGTERM first: torchrun passes it on to its workers (in sessions of their own, out of
+        # reach of a kill of torchrun alone) and ends them within its shutdown timeout (30 s).
         for proc, _ in started:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+        for proc, _ in started:
+            try:
+                proc.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     results = []
     for rank, (proc, log) in enumerate(started):
         log.seek(0)

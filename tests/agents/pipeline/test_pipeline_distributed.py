@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,11 @@ def test_the_rl_trained_on_both_ranks_rows(two_rank_run: tuple[Path, str]) -> No
     assert len(info["early_stop_checks"]) >= 2  # the gold-vs-proxy check ran on the ranks' averaged samples
 
 
-def test_a_run_started_on_two_ranks_continues_as_one_process(two_rank_run: tuple[Path, str]) -> None:
-    root, _ = two_rank_run
+def test_a_run_started_on_two_ranks_continues_as_one_process(
+    two_rank_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"  # a copy: the other tests read the two-rank run as it was written
+    shutil.copytree(two_rank_run[0], root)
     # Round 2's RL loads round 1's checkpoint (written by two ranks) into one process.
     more = dataclasses.replace(load_run_config(root), run_dir=str(root), rounds=2)
     run_pipeline(more, resume=True, progress=False, console=Console(quiet=True))
