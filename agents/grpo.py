@@ -208,6 +208,10 @@ class GRPO(BaseAlgorithm):
         for idx in self.iter_minibatches(n):
             _, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
+            # Entropy is only logged: take its value now and let its graph (a softmax over the
+            # vocabulary per token) go, instead of holding it through the backward.
+            entropy_mean = masked_mean(entropy.detach(), mask)
+            del entropy
             # The env's log-probs are the sampling policy's: the ratio is 1 on the first pass.
             per_token, stats = grpo_token_losses(
                 logprobs,
@@ -228,7 +232,7 @@ class GRPO(BaseAlgorithm):
             grad_norm = self.step_optimizer(loss)
             step = {f"train/{key}": value for key, value in stats.items()}
             step["train/policy_loss"] = loss.detach()
-            step["train/entropy"] = masked_mean(entropy.detach(), mask)
+            step["train/entropy"] = entropy_mean
             step["train/grad_norm"] = grad_norm.detach()
             steps.append(step)
         result = self.update_stats(steps, stopped)

@@ -141,6 +141,10 @@ class REINFORCE(BaseAlgorithm):
         for idx in self.iter_minibatches(len(rewards)):
             values, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
+            # Entropy is only logged: take its value now and let its graph (a softmax over the
+            # vocabulary per token) go, instead of holding it through the backward.
+            entropy_mean = masked_mean(entropy.detach(), mask)
+            del entropy
             step_advantages = advantages[idx]  # (B,) one per sequence
             value_loss = torch.zeros((), device=self.device)
             if learned:
@@ -158,7 +162,7 @@ class REINFORCE(BaseAlgorithm):
                 "train/policy_loss": policy_loss.detach(),
                 "train/approx_kl": stats["approx_kl"],
                 "train/clip_fraction": stats["clip_fraction"],
-                "train/entropy": masked_mean(entropy.detach(), mask),
+                "train/entropy": entropy_mean,
                 "train/grad_norm": grad_norm.detach(),
             }
             if learned:

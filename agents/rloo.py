@@ -87,6 +87,10 @@ class RLOO(BaseAlgorithm):
         for idx in self.iter_minibatches(len(advantages)):
             _, logprobs, entropy = self.evaluate_sequence(input_ids[idx], attention_mask[idx], start)
             mask = episodes.response_mask[idx]
+            # Entropy is only logged: take its value now and let its graph (a softmax over the
+            # vocabulary per token) go, instead of holding it through the backward.
+            entropy_mean = masked_mean(entropy.detach(), mask)
+            del entropy
             # The env's log-probs are the sampling policy's: the ratio is 1 on the first pass.
             loss, stats = clipped_policy_loss(
                 logprobs, episodes.logprobs[idx], advantages[idx], mask, self.config.clip_range
@@ -100,7 +104,7 @@ class RLOO(BaseAlgorithm):
                     "train/policy_loss": loss.detach(),
                     "train/approx_kl": stats["approx_kl"],
                     "train/clip_fraction": stats["clip_fraction"],
-                    "train/entropy": masked_mean(entropy.detach(), mask),
+                    "train/entropy": entropy_mean,
                     "train/grad_norm": grad_norm.detach(),
                 }
             )
