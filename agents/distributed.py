@@ -342,6 +342,11 @@ def _flag_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
+def describe(error: BaseException) -> str:
+    """``Type: message``, the one line a rank sends the others about its error."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
 def agree(error: BaseException | None = None, stop: bool = False, phase: str = "rollout") -> bool:
     """A checkpoint every rank reaches at the same point: fail together, or stop together.
 
@@ -361,7 +366,7 @@ def agree(error: BaseException | None = None, stop: bool = False, phase: str = "
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     if not int(flags[0]):
         return bool(int(flags[1]))
-    mine = None if error is None else "".join(traceback.format_exception_only(type(error), error)).strip()
+    mine = None if error is None else describe(error)
     messages: list[str | None] = [None] * here.world_size
     dist.all_gather_object(messages, mine)
     if error is not None:

@@ -15,7 +15,6 @@ connections, and the waiting ranks fail at once (``torchrun`` then stops them al
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -68,7 +67,7 @@ class Ranks:
                 result = stage()
             except BaseException as exc:  # Ctrl-C too: the others must not wait a day for it
                 error = exc
-        message = self._broadcast(self._describe(error))
+        message = self._broadcast("" if error is None else distributed.describe(error))
         if error is not None:
             raise error
         if message:
@@ -89,13 +88,6 @@ class Ranks:
         data = torch.tensor([int(v) for v in values], dtype=torch.long)
         dist.broadcast(data, src=0, group=self._group)
         return [int(v) for v in data.tolist()]
-
-    @staticmethod
-    def _describe(error: BaseException | None) -> str:
-        if error is None:
-            return ""
-        text = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return text or type(error).__name__
 
     def _broadcast(self, message: str) -> str:
         """Rank 0's ``message`` on every rank (UTF-8 bytes in two gloo broadcasts; no pickling)."""
