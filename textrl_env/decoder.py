@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from textrl_env.gpt2_decode import GPT2DecodeStep, gpt2_decoder
 from textrl_env.kv_cache import (
     cache_keyword,
     distinct_rows,
@@ -36,6 +37,8 @@ from textrl_env.logprobs import (
 
 # Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_READY_4D_MASK=0 always passes the 2D mask.
 READY_4D_MASK = os.environ.get("TEXTRL_READY_4D_MASK", "1") != "0"
+# Switch for benchmarks: TEXTRL_FAST_DECODE=0 always calls the model's own forward to decode.
+FAST_DECODE = os.environ.get("TEXTRL_FAST_DECODE", "1") != "0"
 
 
 class CachedDecoder:
@@ -64,6 +67,12 @@ class CachedDecoder:
         # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
         self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
+        # A GPT-2's decode step as plain tensor operations (textrl_env.gpt2_decode), when its logits
+        # are the model's own (checked on the first decode step) and no hook or dropout is in the way
+        # (hooks checked at each prefill, dropout at each step).
+        self._fast: GPT2DecodeStep | None = gpt2_decoder(model) if FAST_DECODE else None
+        self._fast_checked = False
+        self._fast_now = False
         # The rows the cache holds, when ended rows were dropped from it (see advance); None: all.
         self._live: np.ndarray | None = None
         self._live_index: torch.Tensor | None = None
@@ -102,7 +111,7 @@ class CachedDecoder:
             **self._last_logits_only,
         )
         new = output_cache(out)
-        last_logits = self._last_logits(out.logits)  # (R or distinct rows, V)
+        last_logits = self._real_logits(out.logits[:, -1])  # (R or distinct rows, V)
         if shared is not None:
             select_rows(new, shared[1])
             last_logits = last_logits[shared[1]]
@@ -120,6 +129,7 @@ class CachedDecoder:
             splice_rows(self.cache, rows, new)
         self.cache_mask[rows] = 0
         self.cache_mask[rows, -width:] = prompt_mask
+        self._fast_now = self._fast is not None and self._fast.unhooked()  # hooks: once per prefill
         self.next_pos[rows] = prompt_mask.sum(-1)
         self.next_token_logits[rows] = last_logits
 
@@ -149,17 +159,27 @@ class CachedDecoder:
         all_continue = bool(going_on.all() if live is None else going_on[live].all())
         tokens = (actions if all_continue else torch.where(continuing, actions, pad_id)).unsqueeze(1)
         self.cache_mask = torch.cat([self.cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (R, S + 1)
-        inputs = {"input_ids": tokens, "position_ids": positions.unsqueeze(1), "use_cache": True}
-        if self._mask_4d is None:  # first decode step: find out whether a ready 4D mask is exact
-            self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
-        # One query token attends to the cache slots its mask allows: that is the whole 4D mask,
-        # so the model need not rebuild it from the 2D mask every step.
-        mask = (
-            self.cache_mask.bool()[:, None, None, :] if self._mask_4d else self.cache_mask
-        )  # (R, 1, 1, S + 1)
-        out = self.model(**inputs, attention_mask=mask, **{self._cache_kw: self.cache})
-        self.cache = output_cache(out)
-        logits = self._last_logits(out.logits)  # (R, V)
+        positions = positions.unsqueeze(1)  # (R, 1)
+        inputs = {"input_ids": tokens, "position_ids": positions, "use_cache": True}
+        fast = self._fast if self._fast_now and self._fast and self._fast.deterministic() else None
+        if fast is not None and not self._fast_checked:
+            self._fast_checked = True
+            if not self._check_fast(tokens, positions):
+                self._fast = fast = None
+        if fast is not None:
+            # One query token attends to the cache slots its mask allows: that is the whole 4D mask.
+            keep = self.cache_mask.bool()[:, None, None, :]  # (R, 1, 1, S + 1)
+            logits = self._real_logits(fast(tokens, positions, keep, self.cache))
+        else:
+            if self._mask_4d is None:  # first such step: find out whether a ready 4D mask is exact
+                self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
+            # The ready 4D mask spares the model rebuilding it from the 2D one every step.
+            mask = (
+                self.cache_mask.bool()[:, None, None, :] if self._mask_4d else self.cache_mask
+            )  # (R, 1, 1, S + 1)
+            out = self.model(**inputs, attention_mask=mask, **{self._cache_kw: self.cache})
+            self.cache = output_cache(out)
+            logits = self._real_logits(out.logits[:, -1])  # (R, V)
         if index is None:
             self.next_token_logits = (
                 logits
@@ -196,14 +216,14 @@ class CachedDecoder:
         self.cache_mask = full.index_copy_(0, self._live_index, self.cache_mask)
         self._live = self._live_index = None
 
-    def _last_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """The last column's float32 logits ``(R, V)`` of the real vocabulary, from ``(R, S, V')``.
+    def _real_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The float32 logits ``(R, V)`` of the real vocabulary, from one position's ``(R, V')``.
 
         Without padding this is what it always was (no copy for float32 logits). With a padded
         vocabulary, the slice is made contiguous once here, which the softmax of the sampler and of
         the log-probs would otherwise each do on their own.
         """
-        return real_vocab_logits(logits[:, -1], self.vocab_size).float().contiguous()
+        return real_vocab_logits(logits, self.vocab_size).float().contiguous()
 
     def _check_mask_4d(self, inputs: dict[str, Any]) -> bool:
         """Whether the model gives the same logits (to rounding) for a ready boolean 4D mask as for the 2D one.
@@ -226,6 +246,29 @@ class CachedDecoder:
         try:  # equal up to rounding: on a GPU the two masks may pick attention kernels that round differently
             torch.testing.assert_close(candidate, reference)
         except AssertionError:
+            return False
+        return True
+
+    def _check_fast(self, tokens: torch.Tensor, positions: torch.Tensor) -> bool:
+        """Whether the plain-tensor GPT-2 step gives the model's own logits (to rounding), on copies of the cache.
+
+        Its operations are the model's, so this fails only for a variant of the model it does not
+        know (another attention kernel, a patched module); the env then keeps the model's forward.
+        """
+        assert self._fast is not None
+        mask = self.cache_mask.bool()[:, None, None, :]
+        copy_model, copy_fast = copy.deepcopy(self.cache), copy.deepcopy(self.cache)
+        try:
+            reference = self.model(
+                input_ids=tokens,
+                position_ids=positions,
+                use_cache=True,
+                attention_mask=self.cache_mask,
+                **{self._cache_kw: copy_model},
+            ).logits[:, -1]
+            candidate = self._fast(tokens, positions, mask, copy_fast)
+            torch.testing.assert_close(candidate, reference)
+        except (RuntimeError, ValueError, TypeError, AssertionError):
             return False
         return True
 

@@ -91,17 +91,22 @@ def test_restarted_rows_ignore_their_action() -> None:
     assert obs["attention_mask"][0, vec.prompt_length :].sum() == 0
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["gpt2-decode-step", "model-forward"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_next_token_logits_match_a_full_forward(attention: str) -> None:
+def test_next_token_logits_match_a_full_forward(attention: str, fast: bool) -> None:
     policy = build_tiny_lm()
     policy.set_attn_implementation(attention)
     vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, num_envs=3,
                                   max_new_tokens=6)  # fmt: skip
+    if not fast:  # what any model that is not a plain GPT-2 gets: the model's own forward
+        vec._decoder._fast = None
     obs, _ = vec.reset(seed=0)
     for token in (5, 9):
         obs, *_ = vec.step(torch.full((3,), token))
-    # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
-    assert vec._decoder._mask_4d is (attention == "sdpa")
+    if fast:  # textrl_env.gpt2_decode's step gave the model's logits on its first step, so it stays on
+        assert vec._decoder._fast is not None and vec._decoder._fast_checked
+    else:  # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
+        assert vec._decoder._mask_4d is (attention == "sdpa")
     mask = obs["attention_mask"]
     with torch.no_grad():
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,

@@ -1,0 +1,132 @@
+"""The plain-tensor GPT-2 decode step: the model's own logits, and the model's forward wherever it would differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import textrl_env.gpt2_decode as gpt2_decode
+from tests.conftest import BOS, EOS, PAD, build_char_tokenizer, build_tiny_lm
+from tests.textrl_env.test_text_env import PROMPTS, length_reward
+from tests.textrl_env.test_vector_env import build_tiny_llama, random_actions
+from textrl_env import TextGenerationVectorEnv
+from textrl_env.gpt2_decode import GPT2DecodeStep, gpt2_decoder
+
+
+def two_layer_gpt2(dropout: float = 0.0) -> GPT2LMHeadModel:
+    """Two layers, so the cache's layer index matters; scaled by inverse layer index, a config option."""
+    torch.manual_seed(1)
+    config = GPT2Config(
+        vocab_size=46, n_layer=2, n_head=4, n_embd=32, n_positions=64, bos_token_id=BOS,
+        eos_token_id=EOS, pad_token_id=PAD, scale_attn_by_inverse_layer_idx=True,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+    )  # fmt: skip
+    return GPT2LMHeadModel(config).eval()
+
+
+def vector_env(policy: torch.nn.Module, fast: bool, **kwargs) -> TextGenerationVectorEnv:  # noqa: ANN003
+    vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS + ["a", "bb"], length_reward,
+                                  num_envs=5, max_new_tokens=7, **kwargs)  # fmt: skip
+    if not fast:
+        vec._decoder._fast = None
+    return vec
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = GPT2DecodeStep.__call__
+
+    def call(self: GPT2DecodeStep, *args, **kwargs) -> torch.Tensor:  # noqa: ANN002, ANN003
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT2DecodeStep, "__call__", call)
+    return calls
+
+
+@pytest.mark.parametrize("autoreset_mode", ["NextStep", "Disabled"])
+def test_a_rollout_is_the_same_with_the_model_forward(
+    autoreset_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Autoresets, dropped ended rows (Disabled) and cache compaction, step by step against the model."""
+    calls = counting(monkeypatch)
+    policy = two_layer_gpt2()
+    fast, slow = (vector_env(policy, f, autoreset_mode=autoreset_mode) for f in (True, False))
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        o1, _ = fast.reset(seed=episode)
+        o2, _ = slow.reset(seed=episode)
+        for step in range(40):
+            torch.testing.assert_close(fast.next_token_logits, slow.next_token_logits, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(o1["input_ids"], o2["input_ids"])
+            actions = torch.as_tensor(random_actions(rng, 5, 46, eos_prob=0.15))
+            o1, r1, te1, tr1, _ = fast.step(actions)
+            o2, r2, te2, tr2, _ = slow.step(actions)
+            torch.testing.assert_close(r1, r2, atol=1e-5, rtol=1e-5)
+            assert te1.tolist() == te2.tolist() and tr1.tolist() == tr2.tolist(), step
+            if autoreset_mode == "Disabled" and bool((te1 | tr1).all()):
+                break
+    assert fast._decoder._fast is not None and slow._decoder._fast is None
+    assert len(calls) > 10  # the fast env decoded with it
+
+
+def test_a_forward_hook_keeps_the_model_forward_until_it_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting(monkeypatch)
+    policy = build_tiny_lm()
+    seen: list[int] = []
+    handle = policy.transformer.h[0].register_forward_hook(lambda *_: seen.append(1))
+    vec = vector_env(policy, fast=True)
+    vec.reset(seed=0)
+    for _ in range(3):
+        vec.step(torch.full((5,), 7))
+    assert len(seen) >= 1 + 3 and not calls  # the prefill and every decode step ran the hooked model
+    handle.remove()
+    before = len(seen)
+    vec.reset(seed=0)
+    vec.step(torch.full((5,), 7))
+    assert len(seen) == before and calls  # checked once, then the plain step
+
+
+def test_dropout_in_training_mode_keeps_the_model_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting(monkeypatch)
+    policy = two_layer_gpt2(dropout=0.1)
+    vec = vector_env(policy, fast=True)
+    policy.train()  # the env sets eval mode; an agent's update may leave training mode on
+    vec.reset(seed=0)
+    vec.step(torch.full((5,), 7))
+    assert not calls  # dropout would make the model's forward random: only it can say what it gives
+    policy.eval()
+    vec.step(torch.full((5,), 7))
+    assert calls
+
+
+def test_a_step_that_disagrees_with_the_model_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model variant the step does not know: its first decode step's check falls back for good."""
+    monkeypatch.setattr(gpt2_decode, "_layer_norm", lambda norm, x: x)  # not what the model computes
+    policy = build_tiny_lm()
+    vec = vector_env(policy, fast=True)
+    obs, _ = vec.reset(seed=0)
+    obs, *_ = vec.step(torch.full((5,), 7))
+    assert vec._decoder._fast is None
+    mask = obs["attention_mask"]
+    with torch.no_grad():
+        logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
+    torch.testing.assert_close(vec.next_token_logits, logits[:, vec.prompt_length], atol=1e-4, rtol=1e-4)
+
+
+def test_only_a_plain_gpt2_qualifies() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    assert gpt2_decoder(build_tiny_lm()) is not None
+    assert gpt2_decoder(build_tiny_llama()) is None
+    lora = get_peft_model(build_tiny_lm(), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    assert gpt2_decoder(lora) is None  # the wrapper
+    assert gpt2_decoder(lora.get_base_model()) is None  # adapters replaced its c_attn modules
+    torch.manual_seed(0)
+    cross = GPT2LMHeadModel(
+        GPT2Config(vocab_size=46, n_layer=1, n_head=2, n_embd=32, add_cross_attention=True)
+    )
+    assert gpt2_decoder(cross) is None
