@@ -129,6 +129,14 @@ class BaseAlgorithm(UpdateSteps):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = make_adam(params, lr=self.config.learning_rate, eps=self.config.adam_eps)
         init_coef = self.env.kl_coef if self.config.kl_coef is None else self.config.kl_coef
+        if self.config.kl_target is not None and init_coef == 0:
+            # The adaptive controller scales its coefficient: from 0 it would stay 0.
+            source = "the env's kl_coef" if self.config.kl_coef is None else "kl_coef"
+            raise ValueError(
+                f"kl_target={self.config.kl_target!r} adapts the KL coefficient multiplicatively, but "
+                f"{source} is 0, so it would stay 0; pass kl_coef=<a starting value > 0> (e.g. 0.05) "
+                "or drop kl_target"
+            )
         self.kl_controller = make_kl_controller(
             init_coef, target=self.config.kl_target, horizon=self.config.kl_horizon
         )

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from textrl_env.gpt2_decode import GPT2DecodeStep, gpt2_decoder
+from textrl_env.gpt2_plain import GPT2DecodeStep, gpt2_decoder
 from textrl_env.kv_cache import (
     cache_keyword,
     distinct_rows,
     drop_leading_slots,
+    layer_tensors,
     output_cache,
     prepend_empty_slots,
     scatter_rows,
@@ -67,12 +68,13 @@ class CachedDecoder:
         # A prefill needs only the last position's logits (as generate does): skip the (R, P, V) rest.
         self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
-        # A GPT-2's decode step as plain tensor operations (textrl_env.gpt2_decode), when its logits
+        # A GPT-2's decode step as plain tensor operations (textrl_env.gpt2_plain), when its logits
         # are the model's own (checked on the first decode step) and no hook or dropout is in the way
         # (hooks checked at each prefill, dropout at each step).
         self._fast: GPT2DecodeStep | None = gpt2_decoder(model) if FAST_DECODE else None
         self._fast_checked = False
         self._fast_now = False
+        self._prefill_ok: bool | None = None  # the plain prefill, checked on the first one
         # The rows the cache holds, when ended rows were dropped from it (see advance); None: all.
         self._live: np.ndarray | None = None
         self._live_index: torch.Tensor | None = None
@@ -103,15 +105,9 @@ class CachedDecoder:
         run_ids, run_mask = (
             (prompt_ids, prompt_mask) if shared is None else (prompt_ids[shared[0]], prompt_mask[shared[0]])
         )
-        out = self.model(
-            input_ids=run_ids,
-            attention_mask=run_mask,
-            position_ids=position_ids_from_mask(run_mask),
-            use_cache=True,
-            **self._last_logits_only,
-        )
-        new = output_cache(out)
-        last_logits = self._real_logits(out.logits[:, -1])  # (R or distinct rows, V)
+        self._fast_now = self._fast is not None and self._fast.unhooked()  # hooks: once per prefill
+        logits, new = self._run_prompts(run_ids, run_mask, position_ids_from_mask(run_mask))
+        last_logits = self._real_logits(logits)  # (R or distinct rows, V)
         if shared is not None:
             select_rows(new, shared[1])
             last_logits = last_logits[shared[1]]
@@ -129,9 +125,46 @@ class CachedDecoder:
             splice_rows(self.cache, rows, new)
         self.cache_mask[rows] = 0
         self.cache_mask[rows, -width:] = prompt_mask
-        self._fast_now = self._fast is not None and self._fast.unhooked()  # hooks: once per prefill
         self.next_pos[rows] = prompt_mask.sum(-1)
         self.next_token_logits[rows] = last_logits
+
+    def _run_prompts(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
+        """The prompts' last-column logits ``(R, V')`` and their cache: the plain GPT-2 pass where it
+        gives the model's numbers (checked on the first prefill), else the model's forward."""
+        fast = self._fast if self._fast_now and self._fast and self._fast.deterministic() else None
+        if fast is not None and self._prefill_ok is not False:
+            logits, cache = fast.prefill(ids, mask, positions)
+            if self._prefill_ok is None:
+                self._prefill_ok = self._check_prefill(ids, mask, positions, logits, cache)
+            if self._prefill_ok:
+                return logits, cache
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **self._last_logits_only,
+        )
+        return out.logits[:, -1], output_cache(out)
+
+    def _check_prefill(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor, cache: Any
+    ) -> bool:
+        """Whether the plain pass's logits and keys/values at real tokens are the model's (to rounding)."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        real = mask.bool()  # (R, P): padding slots are masked in every decode step, so any value does there
+        try:
+            torch.testing.assert_close(logits, out.logits[:, -1])
+            for (keys, values), (want_keys, want_values) in zip(
+                layer_tensors(cache), layer_tensors(output_cache(out)), strict=True
+            ):
+                torch.testing.assert_close(keys.transpose(1, 2)[real], want_keys.transpose(1, 2)[real])
+                torch.testing.assert_close(values.transpose(1, 2)[real], want_values.transpose(1, 2)[real])
+        except (AssertionError, ValueError, RuntimeError):
+            return False
+        return True
 
     @torch.no_grad()
     def advance(

@@ -28,8 +28,9 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
+from textrl_env.gpt2_plain import packed_shared_prefix_logits
 from textrl_env.kv_cache import forward_parameters
-from textrl_env.shared_prefix import shared_prefix_forward, shared_prompts
+from textrl_env.shared_prefix import packs, shared_prefix_forward, shared_prompts
 from textrl_env.token_math import real_vocab_logits, token_entropy, token_logprobs
 
 
@@ -117,9 +118,15 @@ class TeacherForced:
     targets: torch.Tensor  # (B, K) the token each column predicts (any id where it predicts none)
     index: torch.Tensor | None  # (B, T) the column of K that predicts response token t; None: K = T
     mask: torch.Tensor  # (B, T) float32, 1 on real response tokens
+    # Packed (textrl_env.gpt2_plain): logits (N, V) and targets (N,) of the real tokens only, and
+    # flat (N,) where each is in the row-major (B, T) response.
+    flat: torch.Tensor | None = None
 
     def per_token(self, values: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` per-column values as ``(B, T)`` per response token, 0 where the mask is 0."""
+        """``(B, K)`` per-column values (``(N,)`` when packed) as ``(B, T)`` per response token, 0 where the mask is 0."""
+        if self.flat is not None:
+            grid = values.new_zeros(self.mask.numel()).index_copy(0, self.flat, values)
+            return grid.view(self.mask.shape) * self.mask
         return (values if self.index is None else values.gather(1, self.index)) * self.mask
 
 
@@ -200,7 +207,7 @@ def teacher_forced(
     """The one teacher-forced forward of textrl: env scoring, policies and the actor-critic share it.
 
     Columns that are padding in every row are dropped first: they change nothing. Then the
-    cheaper of two exact forwards runs.
+    cheapest exact forward runs.
 
     **Causal** (when it pays). A left-padded prompt followed by a right-padded response needs a
     padding mask, and with a mask the attention kernels compute every (query, key) pair and mask
@@ -211,6 +218,12 @@ def teacher_forced(
     The price: rows whose prompts differ in length by ``spread`` tokens no longer have their
     responses in the same columns, so the LM head runs on ``spread`` more columns; taken when
     that is at most an eighth of the response.
+
+    **Shared prefix** first, when rows repeat their prompts (RLOO's and GRPO's ``k`` samples):
+    each distinct prompt once (:mod:`textrl_env.shared_prefix`); for a plain GPT-2 without
+    ``hidden``, also *packed* (:func:`~textrl_env.gpt2_plain.packed_shared_prefix_logits`): the
+    layers run on the real response tokens only, and the logits come back as ``(N, V)`` with
+    :attr:`TeacherForced.flat`.
 
     **Masked** otherwise, and when some row's real tokens are not one run (a mask with holes) or
     a row has no real prompt token, where only the masked forward is exact.
@@ -229,6 +242,12 @@ def teacher_forced(
     if shared is not None and accepts_logits_to_keep(model):  # k samples per prompt: each prompt once
         low = min(leading_padding(attention_mask[:, :response_start]), response_start - 1)
         ids, m = input_ids[:, low:], attention_mask[:, low:]
+        if not hidden and packs(model, ids, m, response_start - low, shared):  # real tokens only
+            packed, flat = packed_shared_prefix_logits(
+                model, ids, m, position_ids_from_mask(m), response_start - low, shared
+            )
+            targets = input_ids[:, response_start:].reshape(-1)[flat]  # (N,)
+            return TeacherForced(real_vocab_logits(packed, vocab_size), None, targets, None, mask, flat)
         shared_logits, shared_states = shared_prefix_forward(
             model, ids, m, position_ids_from_mask(m), response_start - low, shared, hidden, vocab_size
         )

@@ -15,16 +15,23 @@ training mode (the ``k`` copies would share one dropout mask), so such models ke
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
+from textrl_env.gpt2_plain import packed_shared_prefix_logits, plain_gpt2, unhooked
 from textrl_env.kv_cache import cache_keyword, distinct_rows, output_cache, select_rows
 from textrl_env.token_math import real_vocab_logits
 
 # Switch for benchmarks (benchmarks/RESULTS.md): TEXTRL_SHARED_PREFIX=0 always runs the full pass.
 SHARED_PREFIX = os.environ.get("TEXTRL_SHARED_PREFIX", "1") != "0"
+# Switch for benchmarks: TEXTRL_PACKED=0 always runs transformers' forward for the shared-prefix pass.
+PACKED = os.environ.get("TEXTRL_PACKED", "1") != "0"
+
+# Per model: whether the packed plain-GPT-2 pass gave the model's own logits on its first batch.
+_packed_ok: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _dropout_active(model: nn.Module) -> bool:
@@ -121,3 +128,49 @@ def shared_prefix_forward(
         if hidden:
             states.append(rest.hidden_states[-1])
     return torch.cat(logits, dim=1), torch.cat(states, dim=1) if hidden else None
+
+
+def packs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    shared: tuple[torch.Tensor, torch.Tensor],
+) -> bool:
+    """Whether :func:`~textrl_env.gpt2_plain.packed_shared_prefix_logits` computes this pass exactly.
+
+    For a plain GPT-2 without hooks (:func:`shared_prompts` has ruled out active dropout), when
+    every row's response mask is one run of ones from its first column (the env's responses are:
+    1 up to and including EOS). The first time for a model, both passes run on this batch and
+    the packed one is kept only if its logits are the model's to rounding.
+    """
+    if not PACKED or _packed_ok.get(model) is False or not plain_gpt2(model) or not unhooked(model):
+        return False
+    response = attention_mask[:, response_start:]
+    if not bool((response[:, 1:] <= response[:, :-1]).all()):  # a hole, or a response that starts late
+        return False
+    if model not in _packed_ok:
+        _packed_ok[model] = _packed_agrees(model, input_ids, attention_mask, response_start, shared)
+    return _packed_ok[model]
+
+
+@torch.no_grad()
+def _packed_agrees(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int,
+    shared: tuple[torch.Tensor, torch.Tensor],
+) -> bool:
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    reference, _ = shared_prefix_forward(
+        model, input_ids, attention_mask, positions, response_start, shared, hidden=False
+    )  # (B, T, V)
+    try:
+        packed, flat = packed_shared_prefix_logits(
+            model, input_ids, attention_mask, positions, response_start, shared
+        )
+        torch.testing.assert_close(packed, reference.reshape(-1, reference.shape[-1])[flat])
+    except (RuntimeError, ValueError, TypeError, AssertionError):
+        return False
+    return True

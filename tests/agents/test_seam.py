@@ -48,6 +48,17 @@ def test_kl_target_steers_the_controller_and_target_kl_is_every_algorithms_early
         )
 
 
+def test_kl_target_from_a_zero_coefficient_is_refused_naming_both() -> None:
+    """An adaptive coefficient is scaled, so from 0 it would stay 0: say so, not init_kl_coef's error."""
+    env = make_env(8)
+    env.set_kl_coef(0.0)  # an earlier agent (or the user) turned the penalty off
+    with pytest.raises(ValueError, match=r"kl_target=1.0 .* the env's kl_coef is 0.*pass kl_coef="):
+        RLOO("LMPolicy", env, kl_target=1.0, verbose=0)
+    with pytest.raises(ValueError, match=r"kl_target=1.0 .* kl_coef is 0"):
+        RLOO("LMPolicy", make_env(8), kl_target=1.0, kl_coef=0.0, verbose=0)
+    assert RLOO("LMPolicy", env, kl_target=1.0, kl_coef=0.05, verbose=0).kl_controller.value == 0.05
+
+
 @pytest.mark.parametrize("algo", [RLOO, REINFORCE])
 def test_target_kl_stops_rloo_and_reinforce_early_and_is_logged(algo: type) -> None:
     env = make_ppo_env(num_envs=4)

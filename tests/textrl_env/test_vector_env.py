@@ -103,7 +103,7 @@ def test_next_token_logits_match_a_full_forward(attention: str, fast: bool) -> N
     obs, _ = vec.reset(seed=0)
     for token in (5, 9):
         obs, *_ = vec.step(torch.full((3,), token))
-    if fast:  # textrl_env.gpt2_decode's step gave the model's logits on its first step, so it stays on
+    if fast:  # textrl_env.gpt2_plain's step gave the model's logits on its first step, so it stays on
         assert vec._decoder._fast is not None and vec._decoder._fast_checked
     else:  # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
         assert vec._decoder._mask_4d is (attention == "sdpa")

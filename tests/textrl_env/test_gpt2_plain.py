@@ -1,4 +1,5 @@
-"""The plain-tensor GPT-2 decode step: the model's own logits, and the model's forward wherever it would differ."""
+"""The plain-tensor GPT-2 passes (decode step, packed teacher-forced pass): the model's own numbers,
+and the model's forward wherever they would differ."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import textrl_env.gpt2_decode as gpt2_decode
+import textrl_env.gpt2_plain as gpt2_plain
 from tests.conftest import BOS, EOS, PAD, build_char_tokenizer, build_tiny_lm
 from tests.textrl_env.test_text_env import PROMPTS, length_reward
 from tests.textrl_env.test_vector_env import build_tiny_llama, random_actions
-from textrl_env import TextGenerationVectorEnv
-from textrl_env.gpt2_decode import GPT2DecodeStep, gpt2_decoder
+from textrl_env import TextGenerationVectorEnv, shared_prefix
+from textrl_env.gpt2_plain import GPT2DecodeStep, gpt2_decoder
+from textrl_env.logprobs import sequence_logprobs, teacher_forced
 
 
 def two_layer_gpt2(dropout: float = 0.0) -> GPT2LMHeadModel:
@@ -69,6 +71,7 @@ def test_a_rollout_is_the_same_with_the_model_forward(
             if autoreset_mode == "Disabled" and bool((te1 | tr1).all()):
                 break
     assert fast._decoder._fast is not None and slow._decoder._fast is None
+    assert fast._decoder._prefill_ok is True  # the prompts' pass was the plain one too
     assert len(calls) > 10  # the fast env decoded with it
 
 
@@ -102,14 +105,34 @@ def test_dropout_in_training_mode_keeps_the_model_forward(monkeypatch: pytest.Mo
     assert calls
 
 
+def test_a_prefill_whose_keys_disagree_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prompts' logits can agree while a cached key does not: the keys are checked too."""
+    original = gpt2_plain.prompt_pass
+
+    def wrong_keys(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        last, layers = original(*args, **kwargs)
+        return last, [(keys + 1.0, values) for keys, values in layers]
+
+    monkeypatch.setattr(gpt2_plain, "prompt_pass", wrong_keys)
+    policy = build_tiny_lm()
+    fast, slow = vector_env(policy, fast=True), vector_env(policy, fast=False)
+    fast.reset(seed=0)
+    slow.reset(seed=0)
+    assert fast._decoder._prefill_ok is False
+    for _ in range(3):
+        fast.step(torch.full((5,), 7))
+        slow.step(torch.full((5,), 7))
+        torch.testing.assert_close(fast.next_token_logits, slow.next_token_logits, atol=1e-5, rtol=1e-5)
+
+
 def test_a_step_that_disagrees_with_the_model_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model variant the step does not know: its first decode step's check falls back for good."""
-    monkeypatch.setattr(gpt2_decode, "_layer_norm", lambda norm, x: x)  # not what the model computes
+    monkeypatch.setattr(gpt2_plain, "_layer_norm", lambda norm, x: x)  # not what the model computes
     policy = build_tiny_lm()
     vec = vector_env(policy, fast=True)
     obs, _ = vec.reset(seed=0)
     obs, *_ = vec.step(torch.full((5,), 7))
-    assert vec._decoder._fast is None
+    assert vec._decoder._fast is None and vec._decoder._prefill_ok is False
     mask = obs["attention_mask"]
     with torch.no_grad():
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
@@ -130,3 +153,62 @@ def test_only_a_plain_gpt2_qualifies() -> None:
         GPT2Config(vocab_size=46, n_layer=1, n_head=2, n_embd=32, add_cross_attention=True)
     )
     assert gpt2_decoder(cross) is None
+
+
+def k_sample_batch(k: int = 4) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Two left-padded prompts x k samples, responses of 1..6 tokens (an EOS-ended run each)."""
+    torch.manual_seed(2)
+    prompts = torch.tensor([[0, 0, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
+    prompt_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    ids = torch.cat([prompts.repeat_interleave(k, 0), torch.randint(2, 40, (2 * k, 6))], 1)
+    lengths = torch.tensor([1, 6, 3, 2, 6, 4, 5, 1])[: 2 * k]
+    response_mask = (torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    return ids, torch.cat([prompt_mask.repeat_interleave(k, 0), response_mask], 1), 6
+
+
+def log_probs_and_grads(
+    lm: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int
+) -> list[torch.Tensor]:
+    lm.zero_grad()
+    logprobs, entropy = sequence_logprobs(lm, ids, mask, start, 0.7, return_entropy=True, vocab_size=40)
+    (logprobs.sum() + 0.1 * entropy.sum()).backward()
+    return [logprobs.detach(), entropy.detach(), *(p.grad.clone() for p in lm.parameters())]
+
+
+def test_the_packed_pass_gives_transformers_log_probs_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = two_layer_gpt2()
+    ids, mask, start = k_sample_batch()
+    assert teacher_forced(lm, ids, mask, start).flat is not None  # packed: real tokens only
+    packed = log_probs_and_grads(lm, ids, mask, start)
+    monkeypatch.setattr(shared_prefix, "PACKED", False)
+    assert teacher_forced(lm, ids, mask, start).flat is None
+    reference = log_probs_and_grads(lm, ids, mask, start)
+    for got, want in zip(packed, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert packed[0][mask[:, start:] == 0].eq(0).all() and packed[2].abs().max() > 0.1
+
+
+def test_the_packed_pass_is_skipped_where_it_would_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = two_layer_gpt2()
+    ids, mask, start = k_sample_batch()
+    holed = mask.clone()
+    holed[1, start + 2] = 0  # a hole inside a response
+    assert teacher_forced(lm, ids, holed, start).flat is None
+    # Hidden states: the model's forward (which also installs transformers' output-capturing hooks
+    # for good; those do not count as hooks, see the last line).
+    assert teacher_forced(lm, ids, mask, start, hidden=True).flat is None
+    assert teacher_forced(build_tiny_llama(), ids, mask, start).flat is None
+    handle = lm.transformer.h[1].register_forward_pre_hook(lambda *_: None)
+    assert teacher_forced(lm, ids, mask, start).flat is None
+    handle.remove()
+    assert teacher_forced(lm, ids, mask, start).flat is not None
+
+
+def test_a_packed_pass_that_disagrees_with_the_model_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpt2_plain, "_layer_norm", lambda norm, x: x)  # not what the model computes
+    lm = two_layer_gpt2()
+    ids, mask, start = k_sample_batch()
+    got = sequence_logprobs(lm, ids, mask, start)
+    assert shared_prefix._packed_ok[lm] is False and teacher_forced(lm, ids, mask, start).flat is None
+    monkeypatch.setattr(shared_prefix, "SHARED_PREFIX", False)
+    torch.testing.assert_close(got, sequence_logprobs(lm, ids, mask, start), rtol=1e-5, atol=1e-5)
