@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from textrl_env.gpt2_plain import GPT2DecodeStep, gpt2_decoder
+from textrl_env.gpt2_plain import GPT2DecodeStep, plain_gpt2, unhooked
 from textrl_env.kv_cache import (
     cache_keyword,
     distinct_rows,
@@ -69,10 +69,11 @@ class CachedDecoder:
         self._last_logits_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         self._mask_4d: bool | None = None  # decided on the first decode step, see _check_mask_4d
         # A GPT-2's decode step as plain tensor operations (textrl_env.gpt2_plain), when its logits
-        # are the model's own (checked on the first decode step) and no hook or dropout is in the way
-        # (hooks checked at each prefill, dropout at each step).
-        self._fast: GPT2DecodeStep | None = gpt2_decoder(model) if FAST_DECODE else None
-        self._fast_checked = False
+        # are the model's own (checked on the first decode step) and nothing is in the way: the
+        # model is still a plain GPT-2 without hooks at each prefill (adapters such as LoRA may be
+        # injected after the env is built), without active dropout at each step.
+        self._fast: GPT2DecodeStep | None = None  # made on the first prefill that can use it
+        self._fast_ok: bool | None = None  # the plain decode step, checked on its first step
         self._fast_now = False
         self._prefill_ok: bool | None = None  # the plain prefill, checked on the first one
         # The rows the cache holds, when ended rows were dropped from it (see advance); None: all.
@@ -105,7 +106,7 @@ class CachedDecoder:
         run_ids, run_mask = (
             (prompt_ids, prompt_mask) if shared is None else (prompt_ids[shared[0]], prompt_mask[shared[0]])
         )
-        self._fast_now = self._fast is not None and self._fast.unhooked()  # hooks: once per prefill
+        self._fast_now = self._plain_now()
         logits, new = self._run_prompts(run_ids, run_mask, position_ids_from_mask(run_mask))
         last_logits = self._real_logits(logits)  # (R or distinct rows, V)
         if shared is not None:
@@ -133,13 +134,17 @@ class CachedDecoder:
     ) -> tuple[torch.Tensor, Any]:
         """The prompts' last-column logits ``(R, V')`` and their cache: the plain GPT-2 pass where it
         gives the model's numbers (checked on the first prefill), else the model's forward."""
-        fast = self._fast if self._fast_now and self._fast and self._fast.deterministic() else None
+        fast = self._fast_step()
         if fast is not None and self._prefill_ok is not False:
-            logits, cache = fast.prefill(ids, mask, positions)
-            if self._prefill_ok is None:
-                self._prefill_ok = self._check_prefill(ids, mask, positions, logits, cache)
-            if self._prefill_ok:
-                return logits, cache
+            try:
+                logits, cache = fast.prefill(ids, mask, positions)
+            except (RuntimeError, ValueError, TypeError):  # a variant it does not know: the model's forward
+                self._prefill_ok = False
+            else:
+                if self._prefill_ok is None:
+                    self._prefill_ok = self._check_prefill(ids, mask, positions, logits, cache)
+                if self._prefill_ok:
+                    return logits, cache
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -194,15 +199,17 @@ class CachedDecoder:
         self.cache_mask = torch.cat([self.cache_mask, continuing.long().unsqueeze(1)], dim=1)  # (R, S + 1)
         positions = positions.unsqueeze(1)  # (R, 1)
         inputs = {"input_ids": tokens, "position_ids": positions, "use_cache": True}
-        fast = self._fast if self._fast_now and self._fast and self._fast.deterministic() else None
-        if fast is not None and not self._fast_checked:
-            self._fast_checked = True
-            if not self._check_fast(tokens, positions):
-                self._fast = fast = None
+        fast = self._fast_step()
+        if fast is not None and self._fast_ok is None:
+            self._fast_ok = self._check_fast(tokens, positions, continuing)
+            fast = fast if self._fast_ok else None
         if fast is not None:
             # One query token attends to the cache slots its mask allows: that is the whole 4D mask.
-            keep = self.cache_mask.bool()[:, None, None, :]  # (R, 1, 1, S + 1)
-            logits = self._real_logits(fast(tokens, positions, keep, self.cache))
+            # Its own new slot is always kept, so a row that attends to nothing else (one whose slots
+            # were given back empty, see _restore_rows) is finite; such rows' logits are not used.
+            keep = self.cache_mask.bool()
+            keep[:, -1] = True
+            logits = self._real_logits(fast(tokens, positions, keep[:, None, None, :], self.cache))
         else:
             if self._mask_4d is None:  # first such step: find out whether a ready 4D mask is exact
                 self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
@@ -227,6 +234,25 @@ class CachedDecoder:
             )
             self.next_pos[index] += continuing.long()
         self._compact()
+
+    def _plain_now(self) -> bool:
+        """Whether the plain GPT-2 passes may run until the next prefill: the model is one now, unhooked."""
+        if (
+            not FAST_DECODE
+            or self._fast_ok is False
+            or not plain_gpt2(self.model)
+            or not unhooked(self.model)
+        ):
+            return False
+        if self._fast is None:
+            self._fast = GPT2DecodeStep(self.model)
+        self._fast.refresh()  # dropout modules may have been changed since
+        return True
+
+    def _fast_step(self) -> GPT2DecodeStep | None:
+        """The plain GPT-2 pass for this forward, or None for the model's own."""
+        fast = self._fast
+        return fast if self._fast_now and fast is not None and fast.deterministic() else None
 
     def _should_drop(self, going_on: np.ndarray) -> bool:
         held = len(going_on) if self._live is None else len(self._live)
@@ -282,14 +308,16 @@ class CachedDecoder:
             return False
         return True
 
-    def _check_fast(self, tokens: torch.Tensor, positions: torch.Tensor) -> bool:
-        """Whether the plain-tensor GPT-2 step gives the model's own logits (to rounding), on copies of the cache.
+    def _check_fast(self, tokens: torch.Tensor, positions: torch.Tensor, continuing: torch.Tensor) -> bool:
+        """Whether the plain-tensor GPT-2 step gives the model's own logits (to rounding) on the
+        ``continuing`` rows (the only ones whose logits are used), on copies of the cache.
 
         Its operations are the model's, so this fails only for a variant of the model it does not
         know (another attention kernel, a patched module); the env then keeps the model's forward.
         """
         assert self._fast is not None
-        mask = self.cache_mask.bool()[:, None, None, :]
+        keep = self.cache_mask.bool()
+        keep[:, -1] = True
         copy_model, copy_fast = copy.deepcopy(self.cache), copy.deepcopy(self.cache)
         try:
             reference = self.model(
@@ -299,8 +327,8 @@ class CachedDecoder:
                 attention_mask=self.cache_mask,
                 **{self._cache_kw: copy_model},
             ).logits[:, -1]
-            candidate = self._fast(tokens, positions, mask, copy_fast)
-            torch.testing.assert_close(candidate, reference)
+            candidate = self._fast(tokens, positions, keep[:, None, None, :], copy_fast)
+            torch.testing.assert_close(candidate[continuing], reference[continuing])
         except (RuntimeError, ValueError, TypeError, AssertionError):
             return False
         return True

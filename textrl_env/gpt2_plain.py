@@ -11,9 +11,9 @@ that once per model against the model's forward and otherwise calls the model as
   decode step, :class:`~textrl_env.decoder.CachedDecoder`);
 - :func:`packed_shared_prefix_logits`: the teacher-forced pass of ``k`` samples per prompt (the
   env's scoring and RLOO's and GRPO's update, :func:`~textrl_env.logprobs.teacher_forced`), each
-  distinct prompt once and the responses *packed*: the layers' matrix products run on the real
-  response tokens only, not on the padding after each row's end, and only attention sees them in
-  their ``(B, T)`` grid.
+  distinct prompt once and the responses *packed*: the layers' matrix products run on the
+  response tokens whose next token is real (the first one of each row, and then the real ones),
+  not on the padding after each row's end, and only attention sees them in their ``(B, T)`` grid.
 
 Only a plain ``GPT2LMHeadModel`` qualifies (:func:`plain_gpt2`): anything that changes what a
 forward computes (peft adapters or quantised layers, which replace the modules; a DDP or compiled
@@ -36,7 +36,14 @@ def plain_gpt2(model: nn.Module) -> bool:
         from transformers.pytorch_utils import Conv1D
     except ImportError:  # a transformers without GPT-2 (or with it moved): keep the model's forward
         return False
-    if type(model) is not GPT2LMHeadModel or getattr(model.config, "add_cross_attention", False):
+    config = model.config
+    if type(model) is not GPT2LMHeadModel or getattr(config, "add_cross_attention", False):
+        return False
+    # The attention here is SDPA's, which is what both of these kernels compute (eager's upcast
+    # reordering rounds differently); other kernels (flash, flex) are left to the model.
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    if getattr(config, "reorder_and_upcast_attn", False):
         return False
     transformer: Any = model.transformer
     for block in transformer.h:
@@ -54,16 +61,25 @@ def plain_gpt2(model: nn.Module) -> bool:
 
 
 def unhooked(model: nn.Module) -> bool:
-    """Whether no forward hook is set (accelerate's device maps, a user's probes change or watch a forward).
+    """Whether no module hook is set (accelerate's device maps, a user's probes change or watch a
+    forward; backward hooks see gradients of module outputs the plain passes never make).
 
     transformers' own output-capturing hooks are not counted: its first forward with
     ``output_hidden_states`` installs them for good, and they only record outputs inside such a call.
     """
     globally = nn.modules.module
-    if globally._global_forward_hooks or globally._global_forward_pre_hooks:
+    if (
+        globally._global_forward_hooks
+        or globally._global_forward_pre_hooks
+        or globally._global_backward_hooks
+        or globally._global_backward_pre_hooks
+    ):
         return False
     return not any(
-        any(not _captures_outputs(hook) for hook in m._forward_hooks.values()) or m._forward_pre_hooks
+        any(not _captures_outputs(hook) for hook in m._forward_hooks.values())
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or m._backward_pre_hooks
         for m in model.modules()
     )
 
@@ -77,11 +93,6 @@ def has_dropout(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
 
 
-def gpt2_decoder(model: nn.Module) -> GPT2DecodeStep | None:
-    """A :class:`GPT2DecodeStep` for ``model``, or None when its forward is not plain GPT-2's."""
-    return GPT2DecodeStep(model) if plain_gpt2(model) else None
-
-
 class GPT2DecodeStep:
     """The logits of one new token per row, appending its keys/values to a transformers cache.
 
@@ -93,9 +104,9 @@ class GPT2DecodeStep:
         self.model = model
         self._dropout = has_dropout(model)
 
-    def unhooked(self) -> bool:
-        """See :func:`unhooked`."""
-        return unhooked(self.model)
+    def refresh(self) -> None:
+        """Look again at the model's dropout modules (the caller does at each prefill, not each step)."""
+        self._dropout = has_dropout(self.model)
 
     def deterministic(self) -> bool:
         """Whether a forward now is free of dropout (eval mode, or no dropout with p > 0)."""
@@ -146,11 +157,11 @@ def packed_shared_prefix_logits(
     """``(logits (N, V), flat (N,))``: the logits that predict each real response token, and where it is.
 
     ``flat[n]`` is the index into the ``(B, T)`` response (row-major) of the token ``logits[n]``
-    predicts; every real token has one row. The computation is the one of
-    :func:`~textrl_env.shared_prefix.shared_prefix_forward`, each distinct prompt once, then the
-    responses on top of the prompts' keys/values, but the responses' layers run on their real
-    tokens only: a token's output depends only on the tokens before it, so a row's padding after
-    its end changes nothing that is kept.
+    predicts; every real token has one row, and so does each row's token 0. The computation is the
+    one of :func:`~textrl_env.shared_prefix.shared_prefix_forward`, each distinct prompt once, then
+    the responses on top of the prompts' keys/values, but the responses' layers run only on the
+    tokens whose next token is real: a token's output depends only on the tokens before it, so a
+    row's padding after its end changes nothing that is kept.
 
     Args:
         model: a plain ``GPT2LMHeadModel`` (:func:`plain_gpt2`), without hooks or active dropout.
@@ -173,12 +184,21 @@ def packed_shared_prefix_logits(
     logits = [_head(m, last).index_select(0, inverse)]  # (B, V)
     flat = [torch.arange(rows, device=device) * n_response]
     if n_response > 1:
-        logits.append(
-            _packed_responses(m, input_ids, attention_mask, position_ids, response_start, prefix_cache)
-        )
-        # Column j of the response grid (B, T - 1) predicts response token j + 1.
+        # Column j of the response grid (B, T - 1) predicts response token j + 1: it is needed when
+        # that token is real.
         needed = attention_mask[:, response_start + 1 :].bool()  # (B, T - 1)
-        grid = needed.reshape(-1).nonzero().squeeze(1)  # (N',) into (B, T - 1)
+        grid = needed.reshape(-1).nonzero().squeeze(1)  # (N',) into (B, T - 1), row-major
+        logits.append(
+            _packed_responses(
+                m,
+                input_ids,
+                position_ids,
+                prefix_cache,
+                attention_mask[:, :response_start].bool(),
+                needed,
+                grid,
+            )
+        )
         flat.append(grid + grid // (n_response - 1) + 1)  # b * T + j + 1
     return torch.cat(logits), torch.cat(flat)
 
@@ -209,23 +229,24 @@ def prompt_pass(
 def _packed_responses(
     m: Any,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
     position_ids: torch.Tensor,
-    response_start: int,
     prefix_cache: list[tuple[torch.Tensor, torch.Tensor]],
+    prompt_mask: torch.Tensor,
+    needed: torch.Tensor,
+    packed: torch.Tensor,
 ) -> torch.Tensor:
-    """Logits ``(N', V)`` at the response columns that predict a real token, in row-major order."""
+    """Logits ``(N', V)`` at the ``needed`` ``(B, T - 1)`` response columns (``packed``: their
+    row-major indices), those that predict a real token; ``prompt_mask`` ``(B, P)`` boolean.
+
+    With each response mask one run of ones, the needed columns are also every response key a
+    needed column attends to, so they are the only tokens the layers run on.
+    """
     t = m.transformer
-    rows, length = input_ids.shape
-    cols = length - response_start - 1  # response tokens 0..T-2 predict tokens 1..T-1
+    rows, cols = needed.shape  # response tokens 0..T-2 predict tokens 1..T-1
     device = input_ids.device
-    # Column j is needed when token j + 1 is real; with one run of ones, those are also every real
-    # key a needed column attends to, so the packed tokens are the needed columns.
-    needed = attention_mask[:, response_start + 1 :].bool()  # (B, T - 1)
-    packed = needed.reshape(-1).nonzero().squeeze(1)  # (N',) into the (B, T - 1) grid
-    ids = input_ids[:, response_start:-1].reshape(-1)[packed]
-    x = t.wte(ids) + t.wpe(position_ids[:, response_start:-1].reshape(-1)[packed])  # (N', E)
-    prompt_mask = attention_mask[:, :response_start].bool()  # (B, P)
+    start = prompt_mask.shape[1]  # the response's first column
+    ids = input_ids[:, start:-1].reshape(-1)[packed]
+    x = t.wte(ids) + t.wpe(position_ids[:, start:-1].reshape(-1)[packed])  # (N', E)
     causal = torch.ones(cols, cols, dtype=torch.bool, device=device).tril()
     # Unneeded (padding) grid queries keep their own column, as in the prefix: finite outputs,
     # which are dropped, so no NaN reaches the backward.

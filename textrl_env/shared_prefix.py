@@ -149,9 +149,13 @@ def packs(
     response = attention_mask[:, response_start:]
     if not bool((response[:, 1:] <= response[:, :-1]).all()):  # a hole, or a response that starts late
         return False
-    if model not in _packed_ok:
-        _packed_ok[model] = _packed_agrees(model, input_ids, attention_mask, response_start, shared)
-    return _packed_ok[model]
+    if model in _packed_ok:
+        return _packed_ok[model]
+    agrees = _packed_agrees(model, input_ids, attention_mask, response_start, shared)
+    # A batch of one-token responses never runs the packed response layers: it proves only itself.
+    if not agrees or bool(attention_mask[:, response_start + 1 :].any()):
+        _packed_ok[model] = agrees
+    return agrees
 
 
 @torch.no_grad()
@@ -162,6 +166,8 @@ def _packed_agrees(
     response_start: int,
     shared: tuple[torch.Tensor, torch.Tensor],
 ) -> bool:
+    """Whether the packed pass's logits on this batch are the model's forward's, to rounding."""
+    # logprobs.position_ids_from_mask's rule (that module imports this one)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     reference, _ = shared_prefix_forward(
         model, input_ids, attention_mask, positions, response_start, shared, hidden=False

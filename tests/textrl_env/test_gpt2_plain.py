@@ -13,7 +13,7 @@ from tests.conftest import BOS, EOS, PAD, build_char_tokenizer, build_tiny_lm
 from tests.textrl_env.test_text_env import PROMPTS, length_reward
 from tests.textrl_env.test_vector_env import build_tiny_llama, random_actions
 from textrl_env import TextGenerationVectorEnv, shared_prefix
-from textrl_env.gpt2_plain import GPT2DecodeStep, gpt2_decoder
+from textrl_env.gpt2_plain import GPT2DecodeStep, plain_gpt2
 from textrl_env.logprobs import sequence_logprobs, teacher_forced
 
 
@@ -31,8 +31,8 @@ def two_layer_gpt2(dropout: float = 0.0) -> GPT2LMHeadModel:
 def vector_env(policy: torch.nn.Module, fast: bool, **kwargs) -> TextGenerationVectorEnv:  # noqa: ANN003
     vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS + ["a", "bb"], length_reward,
                                   num_envs=5, max_new_tokens=7, **kwargs)  # fmt: skip
-    if not fast:
-        vec._decoder._fast = None
+    if not fast:  # as if its first step had disagreed with the model: the model's forward throughout
+        vec._decoder._fast_ok = False
     return vec
 
 
@@ -132,7 +132,7 @@ def test_a_step_that_disagrees_with_the_model_is_dropped(monkeypatch: pytest.Mon
     vec = vector_env(policy, fast=True)
     obs, _ = vec.reset(seed=0)
     obs, *_ = vec.step(torch.full((5,), 7))
-    assert vec._decoder._fast is None and vec._decoder._prefill_ok is False
+    assert vec._decoder._fast_ok is False and vec._decoder._prefill_ok is False
     mask = obs["attention_mask"]
     with torch.no_grad():
         logits = policy(input_ids=obs["input_ids"], attention_mask=mask,
@@ -143,16 +143,49 @@ def test_a_step_that_disagrees_with_the_model_is_dropped(monkeypatch: pytest.Mon
 def test_only_a_plain_gpt2_qualifies() -> None:
     from peft import LoraConfig, get_peft_model
 
-    assert gpt2_decoder(build_tiny_lm()) is not None
-    assert gpt2_decoder(build_tiny_llama()) is None
+    assert plain_gpt2(build_tiny_lm())
+    assert not plain_gpt2(build_tiny_llama())
     lora = get_peft_model(build_tiny_lm(), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
-    assert gpt2_decoder(lora) is None  # the wrapper
-    assert gpt2_decoder(lora.get_base_model()) is None  # adapters replaced its c_attn modules
+    assert not plain_gpt2(lora)  # the wrapper
+    assert not plain_gpt2(lora.get_base_model())  # adapters replaced its c_attn modules
     torch.manual_seed(0)
-    cross = GPT2LMHeadModel(
-        GPT2Config(vocab_size=46, n_layer=1, n_head=2, n_embd=32, add_cross_attention=True)
-    )
-    assert gpt2_decoder(cross) is None
+    small = {"vocab_size": 46, "n_layer": 1, "n_head": 2, "n_embd": 32}
+    assert not plain_gpt2(GPT2LMHeadModel(GPT2Config(**small, add_cross_attention=True)))
+    upcast = GPT2LMHeadModel(GPT2Config(**small, reorder_and_upcast_attn=True))
+    upcast.set_attn_implementation("eager")
+    assert not plain_gpt2(upcast)  # eager attention then rounds its own way
+
+
+def test_adapters_injected_after_the_env_is_built_are_decoded_with() -> None:
+    """The documented LoRA path wraps ``env.model`` after the env exists: the next reset sees it."""
+    from peft import LoraConfig, get_peft_model
+
+    policy = build_tiny_lm()
+    vec = vector_env(policy, fast=True)
+    vec.reset(seed=0)
+    vec.step(torch.full((5,), 7))
+    assert vec._decoder._fast_ok  # plain so far
+    lora = get_peft_model(policy, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    with torch.no_grad():  # lora_B starts at zero: make the adapters change the logits
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_()
+    obs, _ = vec.reset(seed=1)
+    for _ in range(2):
+        obs, *_ = vec.step(torch.full((5,), 7))
+    mask = obs["attention_mask"]
+    with torch.no_grad():
+        logits = lora(input_ids=obs["input_ids"], attention_mask=mask,
+                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits  # fmt: skip
+    torch.testing.assert_close(vec.next_token_logits, logits[:, vec.prompt_length + 1], atol=1e-4, rtol=1e-4)
+
+
+def test_a_backward_hook_keeps_the_model_forward() -> None:
+    policy = build_tiny_lm()
+    handle = policy.transformer.h[0].register_full_backward_hook(lambda *_: None)
+    assert not gpt2_plain.unhooked(policy)
+    handle.remove()
+    assert gpt2_plain.unhooked(policy)
 
 
 def k_sample_batch(k: int = 4) -> tuple[torch.Tensor, torch.Tensor, int]:

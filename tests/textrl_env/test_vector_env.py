@@ -99,12 +99,12 @@ def test_next_token_logits_match_a_full_forward(attention: str, fast: bool) -> N
     vec = TextGenerationVectorEnv(policy, build_char_tokenizer(), PROMPTS, length_reward, num_envs=3,
                                   max_new_tokens=6)  # fmt: skip
     if not fast:  # what any model that is not a plain GPT-2 gets: the model's own forward
-        vec._decoder._fast = None
+        vec._decoder._fast_ok = False
     obs, _ = vec.reset(seed=0)
     for token in (5, 9):
         obs, *_ = vec.step(torch.full((3,), token))
     if fast:  # textrl_env.gpt2_plain's step gave the model's logits on its first step, so it stays on
-        assert vec._decoder._fast is not None and vec._decoder._fast_checked
+        assert vec._decoder._fast is not None and vec._decoder._fast_ok
     else:  # SDPA reads a ready boolean 4D mask as the 2D one; eager attention adds masks, so it keeps 2D.
         assert vec._decoder._mask_4d is (attention == "sdpa")
     mask = obs["attention_mask"]
