@@ -36,8 +36,10 @@ def plain_gpt2(model: nn.Module) -> bool:
         from transformers.pytorch_utils import Conv1D
     except ImportError:  # a transformers without GPT-2 (or with it moved): keep the model's forward
         return False
+    if type(model) is not GPT2LMHeadModel:
+        return False
     config = model.config
-    if type(model) is not GPT2LMHeadModel or getattr(config, "add_cross_attention", False):
+    if getattr(config, "add_cross_attention", False):
         return False
     # The attention here is SDPA's, which is what both of these kernels compute (eager's upcast
     # reordering rounds differently); other kernels (flash, flex) are left to the model.
