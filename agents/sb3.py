@@ -47,7 +47,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from agents.policies.base import obs_to_tensors, right_align
+from agents.policies.base import obs_to_tensors, right_align, set_training_flag
 from agents.policies.lm import _model_vocab_size, _run_lm, _value_head
 from textrl_env.logprobs import real_vocab_logits
 from textrl_env.space_registry import env_for_space, registered_models
@@ -139,9 +139,7 @@ class TextRLSB3Policy(ActorCriticPolicy):
 
     def train(self, mode: bool = True) -> TextRLSB3Policy:
         """Set the training flag but keep every submodule in eval mode (dropout off)."""
-        super().train(mode)
-        for module in self.children():
-            module.eval()
+        set_training_flag(self, mode)
         return self
 
     def to(self, *args: Any, **kwargs: Any) -> TextRLSB3Policy:

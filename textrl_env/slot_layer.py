@@ -51,6 +51,7 @@ class SlotLayer(DynamicLayer):
         end = start + length
         self.keys = self._key_buffer[:, :, start:end]
         self.values = self._value_buffer[:, :, start:end]
+        self._viewed = (self.keys, self.values, start)  # what the next update finds, unless reassigned
         return self.keys, self.values
 
     def _start_of(self, keys: torch.Tensor, values: torch.Tensor) -> int | None:
@@ -81,7 +82,11 @@ class SlotLayer(DynamicLayer):
             self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
             return self._store(key_states, value_states, 2 * key_states.shape[2])
         length, new = keys.shape[2], key_states.shape[2]
-        start = self._start_of(keys, values)
+        viewed_keys, viewed_values, viewed_start = self._viewed
+        # The views this layer handed out last (every decode step) need no pointer arithmetic.
+        start = (
+            viewed_start if keys is viewed_keys and values is viewed_values else self._start_of(keys, values)
+        )
         if start is None or start + length + new > self._key_buffer.shape[2]:
             start = 0  # tensors from outside, or no room left after them
             self._store(keys, values, 2 * (length + new))

@@ -52,6 +52,21 @@ def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[
     return input_ids.gather(1, index), attention_mask.gather(1, index)
 
 
+def set_training_flag(policy: nn.Module, mode: bool) -> None:
+    """Set ``policy.training`` to ``mode`` and keep every submodule in eval mode (dropout off).
+
+    What ``policy.train(mode)`` followed by ``child.eval()`` for each child gives, without walking
+    the whole model twice (transformers' ``train`` override on every call): the agents switch modes
+    twice per step, and submodules already in eval mode are left alone.
+    """
+    if not isinstance(mode, bool):
+        raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
+    policy.training = mode
+    for child in policy.children():
+        if any(module.training for module in child.modules()):
+            child.eval()
+
+
 def sample_from_logits(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -74,17 +89,31 @@ def sample_from_logits(
         "textrl: the logits give NaN probabilities (a NaN or +inf logit, or a row of only -inf); "
         "the policy has diverged or a mask removed every token",
     )
-    # The exponential race: argmax(p / E) with E ~ Exp(1) draws token i with probability p_i,
-    # which is how torch.multinomial(probs, 1) samples too; drawing E as -log(U) from torch.rand
-    # (one vectorised pass) instead of Tensor.exponential_ makes a draw about 3x faster on CPU.
-    # U is float64 on CPU, as multinomial's draws are there, so even tokens with p ~ 1e-12 keep
-    # their chance (float32 U would stop at p ~ 1e-7), and float32 elsewhere, as on CUDA. U = 0
-    # would make E infinite and a row of p / E all zeros, where argmax would pick token 0 even
-    # at p = 0: U is kept above the smallest normal float.
-    dtype = torch.float64 if probs.device.type == "cpu" else probs.dtype
-    uniform = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=dtype)
-    exponential = uniform.clamp_min_(torch.finfo(dtype).tiny).log_().neg_()  # (B, V) Exp(1)
+    return (_inverse_cdf_draw if probs.device.type == "cpu" else _exponential_race_draw)(probs, generator)
+
+
+def _exponential_race_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Tokens ``(B,)`` drawn from ``probs`` ``(B, V)`` as argmax(p / E), E ~ Exp(1): token i wins with
+    probability p_i, in one vectorised pass of fast device random numbers (float32, as
+    torch.multinomial's draws are on CUDA), with no host sync."""
+    # U = 0 would make E infinite and a row of p / E all zeros, where argmax would pick token 0
+    # even at p = 0: U is kept above the smallest normal float.
+    uniform = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+    exponential = uniform.clamp_min_(torch.finfo(probs.dtype).tiny).log_().neg_()  # (B, V) Exp(1)
     return (probs / exponential).argmax(-1)
+
+
+def _inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Tokens ``(B,)`` drawn from ``probs`` ``(B, V)`` by inverting the float64 running sum with one
+    uniform per row: torch.multinomial's own method on CPU, where a uniform per token (the race
+    above) costs more than all the rest of a draw. Float64, so even p ~ 1e-12 keeps its chance."""
+    cdf = probs.double().cumsum_(-1)  # (B, V)
+    total = cdf[:, -1:]  # (B, 1), 1 up to rounding
+    uniform = torch.rand(total.shape, generator=generator, dtype=torch.float64)  # [0, 1)
+    # The first token whose running sum passes u * total; u * total can round up to total, which
+    # would land past the last token with p > 0: kept just below it.
+    point = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, point, right=True).squeeze(1)
 
 
 def check_policy_vocab(policy_vocab_size: int, env_vocab_size: int) -> None:

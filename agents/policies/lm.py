@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from agents.lora import AdapterOffReference
-from agents.policies.base import BasePolicy, Obs, obs_to_tensors, right_align
+from agents.policies.base import BasePolicy, Obs, obs_to_tensors, right_align, set_training_flag
 from reward_models.safe_loading import from_pretrained_safely
 from textrl_env.logprobs import (
     accepts_logits_to_keep,
@@ -148,9 +148,7 @@ class LMPolicy(BasePolicy):
 
     def train(self, mode: bool = True) -> LMPolicy:
         """Set the training flag but keep every submodule in eval mode (dropout off; see module doc)."""
-        super().train(mode)
-        for module in self.children():
-            module.eval()
+        set_training_flag(self, mode)
         return self
 
     @property

@@ -19,6 +19,7 @@ from agents.policies import (
     resolve_policy,
     sample_from_logits,
 )
+from agents.policies.base import _exponential_race_draw
 from textrl_env.logprobs import position_ids_from_mask, sequence_logprobs
 
 V = 64
@@ -104,6 +105,13 @@ def test_dropout_stays_off_while_training() -> None:
     assert policy.training and not policy.model.training and not policy.critic.training
     torch.testing.assert_close(policy(OBS), policy(OBS))
     assert policy.model.transformer.wte.weight.requires_grad
+    policy.model.transformer.h[0].train()  # a user's call deep inside the model
+    policy.train()
+    assert not any(m.training for m in policy.modules() if m is not policy)
+    policy.eval()
+    assert not policy.training
+    with pytest.raises(ValueError, match="boolean"):
+        policy.train(1)  # type: ignore[arg-type]
 
 
 def test_actor_critic_shared_values_align_with_states(tiny_lm: nn.Module) -> None:
@@ -272,19 +280,32 @@ def test_cuda_bf16_autocast_agrees_with_cpu(tiny_lm: nn.Module) -> None:
 
 
 def test_sampling_draws_each_token_with_its_probability() -> None:
-    """The exponential race is exact: frequencies match softmax(logits / T), masked tokens never come."""
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf")]]).repeat(20_000, 1)  # (N, 5)
+    """Frequencies match softmax(logits / T), masked tokens never come (the CPU draw)."""
+    logits = torch.tensor([[2.0, float("-inf"), 1.0, 0.0, -1.0, float("-inf")]]).repeat(20_000, 1)  # (N, 6)
     generator = torch.Generator().manual_seed(0)
     for temperature in (1.0, 0.5):
         draws = sample_from_logits(logits, temperature, generator=generator)
-        counts = torch.bincount(draws, minlength=5).double()
+        counts = torch.bincount(draws, minlength=6).double()
         expected = torch.softmax(logits[0] / temperature, -1).double() * len(draws)
-        assert counts[4] == 0
-        chi2 = ((counts[:4] - expected[:4]) ** 2 / expected[:4]).sum()
+        real = torch.isfinite(logits[0])
+        assert counts[~real].sum() == 0
+        chi2 = ((counts[real] - expected[real]) ** 2 / expected[real]).sum()
         assert chi2 < 16.3, f"chi-square {chi2:.1f} on 3 degrees of freedom (p < 0.001)"
     again = sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1))
     assert torch.equal(again, sample_from_logits(logits[:8], generator=torch.Generator().manual_seed(1)))
     assert sample_from_logits(logits[:2], deterministic=True).tolist() == [0, 0]
+
+
+def test_the_device_draw_gives_each_token_its_probability() -> None:
+    """The exponential race a GPU samples with, run here on CPU tensors."""
+    probs = torch.softmax(torch.tensor([2.0, float("-inf"), 1.0, 0.0, -1.0]), -1)
+    draws = _exponential_race_draw(probs.repeat(20_000, 1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5).double()
+    expected = probs.double() * len(draws)
+    assert counts[1] == 0
+    real = expected > 0
+    chi2 = ((counts[real] - expected[real]) ** 2 / expected[real]).sum()
+    assert chi2 < 16.3, f"chi-square {chi2:.1f} on 3 degrees of freedom (p < 0.001)"
 
 
 def test_sampling_refuses_nan_probabilities() -> None:
@@ -301,4 +322,15 @@ def test_sampling_never_draws_a_zero_probability_token_when_rand_gives_zero(
     logits = torch.tensor([[float("-inf"), float("-inf"), 0.0, float("-inf")]])
     real_rand = torch.rand
     monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: real_rand(*args, **kwargs).zero_())
+    assert sample_from_logits(logits).tolist() == [2]
+
+
+def test_sampling_never_draws_a_zero_probability_token_when_rand_gives_its_largest_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """u * total can round up to the total; the last token with p > 0 must still be the one."""
+    logits = torch.tensor([[0.0, 3.0, 1.0, float("-inf"), float("-inf")]])
+    real_rand = torch.rand
+    largest = 1.0 - 2.0**-53
+    monkeypatch.setattr(torch, "rand", lambda *args, **kwargs: real_rand(*args, **kwargs).fill_(largest))
     assert sample_from_logits(logits).tolist() == [2]

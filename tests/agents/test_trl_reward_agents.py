@@ -23,7 +23,13 @@ class TRLReward:
 
     def __call__(self, completions: list[str], **kwargs: Any) -> list[float]:
         self.calls.append({"completions": list(completions), **kwargs})
-        return [c.count("a") / max(len(c), 1) for c in completions]
+        return [char_score(c) for c in completions]
+
+
+def char_score(completion: str) -> float:
+    """The mean character code, scaled: it differs between almost any two completions, so an update
+    sees advantages that are not all zero whatever was sampled (a rare-letter count may not)."""
+    return sum(map(ord, completion)) / (128 * max(len(completion), 1))
 
 
 CASES: dict[str, tuple[type[BaseAlgorithm], str, dict[str, Any]]] = {
@@ -51,5 +57,5 @@ def test_agent_learns_from_a_trl_reward_function(name: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
     # The agent's own scores are the function's values for the completions it produced.
     evaluation = agent.evaluate(PROMPTS, n_samples=2, seed=1)
-    expected = [c.count("a") / max(len(c), 1) for c in evaluation.completions]
+    expected = [char_score(c) for c in evaluation.completions]
     torch.testing.assert_close(evaluation.scores, torch.tensor(expected))
