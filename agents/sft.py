@@ -263,9 +263,9 @@ def train_sft(
                 batch = [examples[i] for i in order[start : start + config.batch_size]]
                 ids, mask, response_start = collate(batch, pad)
                 ids, mask = ids.to(device), mask.to(device)  # (B, P + R)
+                optimizer.zero_grad(set_to_none=True)  # before the forward: its activations reuse the memory
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     loss = sft_loss(model, ids, mask, response_start, vocab_size)
-                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)

@@ -281,9 +281,9 @@ def train_reward_model(
             order = torch.randperm(len(train), generator=generator).tolist()
             for start in range(0, len(train), batch_size):
                 batch = [train[i] for i in order[start : start + batch_size]]
+                optimizer.zero_grad(set_to_none=True)  # before the forward: its activations reuse the memory
                 r_c, r_r = pair_scores(net, tokenizer, batch, max_length, target, append_eos)  # (B,), (B,)
                 loss = preference_loss(r_c, r_r, margin, center_rewards_coef)
-                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 result.train_loss.append(float(loss.detach()))
