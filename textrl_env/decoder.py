@@ -204,12 +204,7 @@ class CachedDecoder:
             self._fast_ok = self._check_fast(tokens, positions, continuing)
             fast = fast if self._fast_ok else None
         if fast is not None:
-            # One query token attends to the cache slots its mask allows: that is the whole 4D mask.
-            # Its own new slot is always kept, so a row that attends to nothing else (one whose slots
-            # were given back empty, see _restore_rows) is finite; such rows' logits are not used.
-            keep = self.cache_mask.bool()
-            keep[:, -1] = True
-            logits = self._real_logits(fast(tokens, positions, keep[:, None, None, :], self.cache))
+            logits = self._real_logits(fast(tokens, positions, self._decode_keep(), self.cache))
         else:
             if self._mask_4d is None:  # first such step: find out whether a ready 4D mask is exact
                 self._mask_4d = READY_4D_MASK and self._check_mask_4d(inputs)
@@ -253,6 +248,15 @@ class CachedDecoder:
         """The plain GPT-2 pass for this forward, or None for the model's own."""
         fast = self._fast
         return fast if self._fast_now and fast is not None and fast.deterministic() else None
+
+    def _decode_keep(self) -> torch.Tensor:
+        """The plain decode step's boolean keep-mask ``(R, 1, 1, S + 1)``: one query token attends to
+        the cache slots its mask allows, and always to its own new slot, so a row that attends to
+        nothing else (one whose slots were given back empty, see _restore_rows) stays finite; such
+        rows' logits are not used."""
+        keep = self.cache_mask.bool()
+        keep[:, -1] = True
+        return keep[:, None, None, :]
 
     def _should_drop(self, going_on: np.ndarray) -> bool:
         held = len(going_on) if self._live is None else len(self._live)
@@ -316,8 +320,6 @@ class CachedDecoder:
         know (another attention kernel, a patched module); the env then keeps the model's forward.
         """
         assert self._fast is not None
-        keep = self.cache_mask.bool()
-        keep[:, -1] = True
         copy_model, copy_fast = copy.deepcopy(self.cache), copy.deepcopy(self.cache)
         try:
             reference = self.model(
@@ -327,7 +329,7 @@ class CachedDecoder:
                 attention_mask=self.cache_mask,
                 **{self._cache_kw: copy_model},
             ).logits[:, -1]
-            candidate = self._fast(tokens, positions, keep[:, None, None, :], copy_fast)
+            candidate = self._fast(tokens, positions, self._decode_keep(), copy_fast)
             torch.testing.assert_close(candidate[continuing], reference[continuing])
         except (RuntimeError, ValueError, TypeError, AssertionError):
             return False
